@@ -1,0 +1,33 @@
+"""Input checks shared by the metric modules."""
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def check_pairs(name: str, predictions: Sequence, references: Sequence) -> None:
+    """Predictions and references must be lists of the same, non-zero length."""
+    if isinstance(predictions, str) or isinstance(references, str):
+        raise TypeError(f"{name}: predictions and references must be lists, not a single string")
+    if len(predictions) != len(references):
+        raise ValueError(f"{name}: {len(predictions)} predictions but {len(references)} references; "
+                         "they must pair up one to one")
+    if len(predictions) == 0:
+        raise ValueError(f"{name}: no predictions to score")
+    for i, p in enumerate(predictions):
+        if not isinstance(p, str):
+            raise TypeError(f"{name}: prediction {i} is {type(p).__name__}, expected str")
+
+
+def reference_list(name: str, i: int, ref, *, allow_empty_list: bool = False) -> list[str]:
+    """One item's references as a list of strings (a single string is one reference)."""
+    refs = [ref] if isinstance(ref, str) else ref
+    if not isinstance(refs, (list, tuple)) or not all(isinstance(r, str) for r in refs):
+        raise TypeError(f"{name}: reference {i} must be a string or a list of strings, got {ref!r:.80}")
+    if not refs and not allow_empty_list:
+        raise ValueError(f"{name}: reference {i} is an empty list (each item needs at least one reference)")
+    return list(refs)
+
+
+def unavailable(reason: str) -> dict:
+    """How an optional metric whose files are missing is reported (never as 0)."""
+    return {"status": "unavailable", "reason": reason}
