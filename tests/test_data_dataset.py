@@ -1,0 +1,79 @@
+import json
+import logging
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from usam.data.dataset import AudioDataset, Sample, SkippedSample, SkipStats, split_skipped
+from usam.data.manifest import read_manifest
+from usam.errors import DataError
+
+
+def make_manifest(tmp_path):
+    """Six entries: two good clips and four bad ones that pass the manifest checks (the file exists)."""
+    sr = 16000
+    t = np.arange(sr) / sr
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    sf.write(tmp_path / "good.wav", tone, sr)
+    tone44 = (0.3 * np.sin(2 * np.pi * 440 * np.arange(44100) / 44100)).astype(np.float32)
+    sf.write(tmp_path / "good44.flac", np.stack([tone44, tone44], 1), 44100)
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "text.wav").write_bytes(b"not audio at all\n" * 50)
+    nan = tone.copy()
+    nan[5] = np.nan
+    sf.write(tmp_path / "nan.wav", nan, sr, subtype="FLOAT")
+    sf.write(tmp_path / "long.wav", np.zeros(5 * sr, np.float32), sr)
+    names = ["good.wav", "empty.wav", "good44.flac", "text.wav", "nan.wav", "long.wav"]
+    lines = [json.dumps({"key": f"k{i}", "audio": n, "task": "aac", "text": ["ref a", "ref b"]})
+             for i, n in enumerate(names)]
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_strict_raises_with_manifest_location(tmp_path):
+    m = make_manifest(tmp_path)
+    ds = AudioDataset(read_manifest(m), strict=True, max_seconds=3.0)
+    s = ds[0]
+    assert isinstance(s, Sample) and s.audio.dtype == np.float32 and s.duration == pytest.approx(1.0)
+    assert s.references == ["ref a", "ref b"] and s.target == "ref a" and s.line == 1
+    assert len(ds[2].audio) == pytest.approx(16000, abs=1)  # 44.1 kHz stereo -> 16 kHz mono
+    for index, reason in [(1, "empty_audio"), (3, "not_audio"), (4, "nan_inf"), (5, "too_long")]:
+        with pytest.raises(DataError) as e:
+            ds[index]
+        err = e.value
+        assert (err.reason, err.file, err.line, err.key, err.field) == (reason, str(m), index + 1, f"k{index}", "audio")
+        assert str(err).startswith(f"{m}:{index + 1}: key 'k{index}': field 'audio': {reason}: ")
+
+
+def test_non_strict_skips_and_counts_through_dataloader_workers(tmp_path, caplog):
+    m = make_manifest(tmp_path)
+    ds = AudioDataset(read_manifest(m), strict=False, max_seconds=3.0)
+    stats = SkipStats(max_examples=2)
+    kept = []
+
+    def collate(items):
+        samples, skipped = split_skipped(items)
+        return samples, items
+
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=2, collate_fn=collate)
+    for samples, items in loader:  # counting happens here, in the main process
+        stats.update(items)
+        kept += [s.key for s in samples]
+    assert kept == ["k0", "k2"]
+    d = stats.as_dict()
+    assert d["seen"] == 6 and d["skipped"] == 4
+    assert d["by_reason"] == {"empty_audio": 1, "nan_inf": 1, "not_audio": 1, "too_long": 1}
+    assert len(d["examples"]) == 2 and d["examples"][0].startswith(f"{m}:2: key 'k1'")
+    with caplog.at_level(logging.WARNING, logger="usam.data"):
+        stats.log()
+    assert "skipped 4 of 6 samples" in caplog.text and "empty_audio: 1" in caplog.text
+
+
+def test_split_skipped():
+    s = Sample(key="a", audio=np.zeros(3, np.float32), task="asr", references=["x"])
+    k = SkippedSample(key="b", file="m.jsonl", line=2, reason="nan_inf", message="bad")
+    assert split_skipped([s, k, s]) == ([s, s], [k])
+    assert k.error().reason == "nan_inf"
