@@ -54,11 +54,11 @@ def require_dir(path: Path, what: str) -> Path:
 
 
 def read_table(path: Path, required: tuple[str, ...], *, delimiter: str = ",",
-               quoting: int = csv.QUOTE_MINIMAL) -> list[tuple[int, dict[str, str]]]:
+               quoting: int = csv.QUOTE_MINIMAL, escapechar: str | None = None) -> list[tuple[int, dict[str, str]]]:
     """Rows of a CSV/TSV with a header, as (line number, row); a DataError names a missing column or cell."""
     require_file(path, "metadata table")
     with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: some copies carry a byte-order mark
-        reader = csv.DictReader(f, delimiter=delimiter, quoting=quoting)
+        reader = csv.DictReader(f, delimiter=delimiter, quoting=quoting, escapechar=escapechar)
         columns = reader.fieldnames or []
         absent = [c for c in required if c not in columns]
         if absent:
