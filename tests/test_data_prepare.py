@@ -336,3 +336,21 @@ def test_gtzan_seeded_split_on_au_copy(tmp_path):
     test = manifest(tmp_path / "out", "gtzan", "test")
     assert sorted(test) == sorted(test_stems) and test[test_stems[0]]["audio"].endswith(".au")
     assert summaries["test"].missing_audio == 20 - 4 and list(manifest(tmp_path / "out", "gtzan", "train")) == [train_stem]
+
+
+# ---------------------------------------------------------------- the project's manifest reader accepts the output
+def test_manifests_load_with_the_project_reader(tmp_path):
+    from usam.data.manifest import read_manifest
+
+    make_librispeech(tmp_path / "ls")
+    prepare_dataset("librispeech", tmp_path / "ls", tmp_path / "out", ["test-clean"], relative=True)
+    entries = read_manifest(tmp_path / "out" / "librispeech" / "test-clean.jsonl", strict=True, check_files=True)
+    assert [(e.key, e.task, e.duration) for e in entries] == [("1089-134686-0000", "asr", 1.0),
+                                                              ("1089-134686-0001", "asr", 1.5)]
+    root = tmp_path / "mc"
+    make_musiccaps(root)
+    tone(root / "-0Gj8-vB1q4.wav", 45.0, sr=4000)
+    prepare_dataset("musiccaps", root, tmp_path / "out", ["test"], full_audio=True)
+    (entry,) = read_manifest(tmp_path / "out" / "musiccaps" / "test.jsonl", strict=True, check_files=True)
+    assert (entry.offset, entry.end, entry.duration, entry.task) == (30.0, 40.0, 10.0, "mc")
+    assert entry.extra["aspects"] == ["low quality", "sustained strings melody"]

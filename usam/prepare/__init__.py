@@ -53,7 +53,7 @@ def default_options(name: str, **overrides) -> argparse.Namespace:
 def prepare_dataset(name: str, root, out, splits=None, *, keep_missing: bool = False, relative: bool = False,
                     workers: int = 4, opts: argparse.Namespace | None = None, **overrides):
     """Write OUT/<NAME>/<split>.jsonl for each split (all present ones by default); return the summaries."""
-    from usam.prepare.common import finish_split, write_info
+    from usam.prepare.common import finish_split, forget_listings, write_info
 
     module = dataset_module(name)
     root = Path(root).expanduser().absolute()
@@ -69,6 +69,7 @@ def prepare_dataset(name: str, root, out, splits=None, *, keep_missing: bool = F
     out_dir = Path(out).expanduser().absolute() / module.NAME
     summaries = []
     for split in splits:
+        forget_listings()
         source = module.load_split(root, split, opts)
         summaries.append(finish_split(source, out_dir / f"{split}.jsonl", keep_missing=keep_missing,
                                       relative=relative, workers=workers))

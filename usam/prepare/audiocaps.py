@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from usam.errors import DataError
-from usam.prepare.common import SplitSource, fill_pattern, read_table
+from usam.prepare.common import SplitSource, fill_pattern, first_existing, read_table
 
 NAME = "audiocaps"
 TASK = "aac"
@@ -69,7 +69,7 @@ def load_split(root: Path, split: str, opts) -> SplitSource:
         candidates = [audio_dir / fill_pattern(p, "--audio-pattern", split=split, youtube_id=youtube_id,
                                                audiocap_id=r["audiocap_id"], start_time=start)
                       for p in patterns for r in rows]
-        audio = next((c for c in candidates if c.is_file()), candidates[0])
+        audio = first_existing(candidates)
         records.append({"key": f"{youtube_id}_{start}", "audio": audio, "task": TASK,
                         "text": [r["caption"].strip() for r in rows], "youtube_id": youtube_id,
                         "start_time": float(start), "audiocap_ids": [r["audiocap_id"] for r in rows]})

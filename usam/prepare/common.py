@@ -7,6 +7,7 @@ one JSON Lines manifest per split, atomically, plus an `info.json` summary next 
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import os
@@ -81,6 +82,30 @@ def fill_pattern(pattern: str, path_hint: str, **fields) -> str:
     except (KeyError, IndexError) as err:
         raise DataError("bad_value", f"audio pattern {pattern!r} uses unknown placeholder {err}; known: "
                         f"{', '.join('{' + k + '}' for k in fields)}", field=path_hint) from None
+
+
+@functools.lru_cache(maxsize=4096)
+def _folder_names(folder: str) -> frozenset[str]:
+    try:
+        return frozenset(os.listdir(folder))
+    except OSError:
+        return frozenset()
+
+
+def forget_listings() -> None:
+    """Drop cached folder listings (call before reading a split: files may have changed since)."""
+    _folder_names.cache_clear()
+
+
+def first_existing(candidates: list[Path]) -> Path:
+    """The first candidate that exists, else the first candidate (then counted as missing audio).
+
+    Looks names up in cached folder listings: AudioCaps tries up to 30 names per clip, and a stat per name
+    is slow on network file systems."""
+    for path in candidates:
+        if path.name in _folder_names(str(path.parent)):
+            return path
+    return candidates[0]
 
 
 def check_unique_keys(records: list[dict], where: str) -> None:

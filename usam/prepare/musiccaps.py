@@ -13,7 +13,7 @@ import ast
 from pathlib import Path
 
 from usam.errors import DataError
-from usam.prepare.common import SplitSource, fill_pattern, read_table, require_file
+from usam.prepare.common import SplitSource, fill_pattern, first_existing, read_table, require_file
 
 NAME = "musiccaps"
 TASK = "mc"
@@ -79,7 +79,7 @@ def load_split(root: Path, split: str, opts) -> SplitSource:
         ytid = row["ytid"].strip()
         candidates = [audio_dir / fill_pattern(p, "--audio-pattern", ytid=ytid, start_s=row["start_s"],
                                                end_s=row["end_s"]) for p in patterns]
-        record = {"key": ytid, "audio": next((c for c in candidates if c.is_file()), candidates[0]), "task": TASK,
+        record = {"key": ytid, "audio": first_existing(candidates), "task": TASK,
                   "text": row["caption"].strip(), "aspects": _parse_aspects(row.get("aspect_list") or "", table, line),
                   "ytid": ytid, "start_s": start, "end_s": end}
         if opts.full_audio:
