@@ -61,3 +61,15 @@ def test_unknown_split_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         usam_main(["prepare", "clotho", "--root", str(tmp_path), "--out", str(tmp_path), "--splits", "test"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_manifest_is_world_readable_and_leaves_no_temp_file(tmp_path):
+    root = tmp_path / "clotho"
+    (root / "clotho_captions_validation.csv").parent.mkdir(parents=True)
+    (root / "clotho_captions_validation.csv").write_text(
+        "file_name,caption_1,caption_2,caption_3,caption_4,caption_5\na.wav,1,2,3,4,5\n")
+    assert usam_main(["prepare", "clotho", "--root", str(root), "--out", str(tmp_path / "out"), "--quiet",
+                      "--keep-missing"]) == 0
+    out_dir = tmp_path / "out" / "clotho"
+    assert sorted(p.name for p in out_dir.iterdir()) == ["info.json", "validation.jsonl"]
+    assert (out_dir / "validation.jsonl").stat().st_mode & 0o777 == 0o644

@@ -158,6 +158,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes the file private (0600); manifests are shared data
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
