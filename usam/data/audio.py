@@ -76,7 +76,10 @@ def _riff_shortfall(source) -> int | None:
 
 
 def audio_info(source) -> tuple[float, int]:
-    """(duration in seconds, sample rate) from the file header, without decoding the samples."""
+    """(duration in seconds, sample rate) from the file header, without decoding the samples.
+
+    A WAV whose data chunk is shorter than its header says raises `truncated` here already; other
+    formats show truncation only when decoded (load_audio)."""
     import soundfile as sf
 
     _check_exists(source)
@@ -88,6 +91,10 @@ def audio_info(source) -> tuple[float, int]:
                         field="audio") from None
     if info.samplerate <= 0:
         raise DataError("not_audio", f"{name}: header gives sample rate {info.samplerate}", file=name, field="audio")
+    shortfall = _riff_shortfall(source)
+    if shortfall:
+        raise DataError("truncated", f"{name}: WAV data chunk is {shortfall} bytes short of its header size",
+                        file=name, field="audio")
     return info.frames / info.samplerate, int(info.samplerate)
 
 
@@ -103,11 +110,7 @@ def load_audio(source, target_sr: int | None = SAMPLE_RATE, offset: float = 0.0,
     import soxr
 
     name = _describe(source)
-    duration, sr = audio_info(source)  # raises missing_file / empty_audio / not_audio
-    shortfall = _riff_shortfall(source)
-    if shortfall:
-        raise DataError("truncated", f"{name}: WAV data chunk is {shortfall} bytes short of its header size",
-                        file=name, field="audio")
+    duration, sr = audio_info(source)  # raises missing_file / empty_audio / not_audio / truncated (WAV)
     if offset < 0 or (end is not None and end <= offset):
         raise DataError("bad_segment", f"{name}: segment offset={offset} end={end} is empty or negative",
                         file=name, field="audio")

@@ -175,7 +175,9 @@ def _resolve(path: str, base_dir: Path) -> str:
     return str(p if p.is_absolute() else (base_dir / p).resolve())
 
 
-def _segment(record: dict, where: dict, duration_name: str, *, allow_string: bool) -> tuple[float, float | None, float | None]:
+def _segment(record: dict, where: dict, duration_name: str, *,
+             allow_string: bool) -> tuple[float, float | None, float | None]:
+    """(offset, end, duration) of a record; duration falls back to end - offset."""
     offset = _optional_seconds(record, "offset", where) or 0.0
     end = _optional_seconds(record, "end", where)
     if end is not None and end <= offset:
@@ -428,7 +430,7 @@ def fill_durations(entries: list[ManifestEntry], strict: bool = False, progress:
     todo = [e for e in entries if e.duration is None]
     if progress:
         from tqdm import tqdm
-        todo = tqdm(todo, desc="reading audio headers", unit="file")
+        todo = tqdm(todo, desc="reading audio headers", unit="file", disable=None)  # None: only on a terminal
     for e in todo:
         try:
             total, _ = audio_info(e.audio)
