@@ -1,0 +1,117 @@
+"""One clip per call, for each domain: its audio and the manifest lines (tasks) it yields.
+
+A maker returns (audio float32 16 kHz, lines, info); each line holds the task fields plus a key suffix,
+`info` holds the attributes shared by all its lines. `usam.synth.corpus` adds keys, paths and durations.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from usam.synth import music, sounds, speech
+from usam.synth.audio import peak_normalise, rms
+from usam.synth.grammar import sample_sentence
+from usam.synth.questions import question, speech_and_music_answer
+
+SPEECH_PEAK_DB = (-6.0, -1.0)
+
+
+@dataclass(frozen=True)
+class Context:
+    cfg: dict
+    soundfont: str | None
+    seen_voices: tuple[str, ...]      # voices of train and valid (and part of test)
+    held_out_voices: tuple[str, ...]  # test only
+
+
+def pick_voice(split: str, rng: random.Random, ctx: Context) -> str:
+    if split == "test" and ctx.held_out_voices and rng.random() < float(ctx.cfg["speech"]["test_unseen_fraction"]):
+        return rng.choice(ctx.held_out_voices)
+    return rng.choice(ctx.seen_voices)
+
+
+def _spoken(split, rng, nrng, ctx, workdir):
+    sentence = sample_sentence(rng)
+    voice = pick_voice(split, rng, ctx)
+    style = speech.sample_style(rng, ctx.cfg["speech"])
+    audio = speech.synthesise(voice, sentence.en, style, workdir)
+    info = {"voice": voice, "voice_seen": voice not in ctx.held_out_voices, "speed": style.speed,
+            "pitch": style.pitch, "template": sentence.template}
+    return sentence, audio, info
+
+
+def speech_clip(split, rng, nrng, ctx: Context, workdir: Path):
+    sentence, audio, info = _spoken(split, rng, nrng, ctx, workdir)
+    audio = peak_normalise(audio, rng.uniform(*SPEECH_PEAK_DB))
+    lines = [{"suffix": "asr", "task": "asr", "text": sentence.en}]
+    for lang in ctx.cfg["speech"].get("s2tt_langs", ["zh"]):
+        lines.append({"suffix": f"s2tt-{lang}", "task": "s2tt", "text": sentence.zh, "lang": lang,
+                      "source_text": sentence.en})
+    return audio, lines, info
+
+
+def sound_clip(split, rng, nrng, ctx: Context, workdir: Path):
+    cfg = ctx.cfg["sound"]
+    event = sounds.sample_event(rng, cfg)
+    audio = sounds.render_event(event, nrng, cfg)
+    info = {"label": event.label, "attributes": {k: v for k, v in asdict(event).items() if v not in (None, [])}}
+    lines = [{"suffix": "aac", "task": "aac", "text": event.caption()},
+             {"suffix": "cls", "task": "cls", "text": event.label}]
+    if event.count is not None and cfg.get("qa_count", True):
+        lines.append({"suffix": "qa-count", "task": "qa", "qtype": "count",
+                      "instruction": question("count", rng), "text": str(event.count)})
+    return audio, lines, info
+
+
+def music_clip(split, rng, nrng, ctx: Context, workdir: Path):
+    cfg = ctx.cfg["music"]
+    piece = music.sample_piece(rng, cfg)
+    audio = peak_normalise(music.render(piece, rng, ctx.soundfont, workdir), rng.uniform(-6.0, -1.0))
+    info = {"label": piece.instrument, "attributes": asdict(piece), "program": music.INSTRUMENTS[piece.instrument]}
+    answers = {"instrument": piece.instrument, "tempo": piece.tempo, "mode": piece.mode,
+               "drums": "yes" if piece.drums else "no"}
+    lines = [{"suffix": "mc", "task": "mc", "text": piece.caption()},
+             {"suffix": "cls", "task": "cls", "text": piece.instrument}]
+    qtypes = list(cfg.get("qa_types", answers))
+    for qtype in rng.sample(qtypes, min(int(cfg.get("qa_per_clip", 2)), len(qtypes))):
+        lines.append({"suffix": f"qa-{qtype}", "task": "qa", "qtype": qtype,
+                      "instruction": question(qtype, rng), "text": answers[qtype]})
+    return audio, lines, info
+
+
+def mix_clip(split, rng, nrng, ctx: Context, workdir: Path):
+    cfg = ctx.cfg["mix"]
+    sentence, voice_audio, info = _spoken(split, rng, nrng, ctx, workdir)
+    lead, tail = int(rng.uniform(0.3, 0.8) * 16000), int(rng.uniform(0.3, 0.8) * 16000)
+    total = lead + voice_audio.size + tail
+    has_music = rng.random() < float(cfg.get("music_probability", 0.5))
+    if has_music:
+        piece = music.sample_piece(rng, ctx.cfg["music"], min_seconds=total / 16000)
+        background = music.render(piece, rng, ctx.soundfont, workdir)
+        info["background"] = "music"
+        info["music"] = asdict(piece)
+    else:
+        kind = rng.choice(list(cfg.get("noise_kinds", ["rain", "engine hum", "noise"])))
+        background = sounds.background_noise(kind, total / 16000 + 0.1, nrng)
+        info["background"] = kind
+    background = np.resize(background, total)  # repeats a short bed (never needed for music by construction)
+    snr = rng.uniform(*cfg["snr_db"])
+    voice_part = np.zeros(total, dtype=np.float32)
+    voice_part[lead:lead + voice_audio.size] = voice_audio
+    gain = rms(voice_audio) / max(rms(background), 1e-9) / (10.0 ** (snr / 20.0))
+    audio = peak_normalise(voice_part + gain * background, rng.uniform(-3.0, -1.0))
+    info["snr_db"] = round(snr, 2)
+    info["has_music"] = has_music
+    lines = [{"suffix": "asr", "task": "asr", "text": sentence.en},
+             {"suffix": "qa-speech_and_music", "task": "qa", "qtype": "speech_and_music",
+              "instruction": question("speech_and_music", rng),
+              "text": speech_and_music_answer(sentence.en, has_music)},
+             {"suffix": "qa-background", "task": "qa", "qtype": "background",
+              "instruction": question("background", rng), "text": info["background"]}]
+    return audio, lines, info
+
+
+MAKERS = {"speech": speech_clip, "sound": sound_clip, "music": music_clip, "mix": mix_clip}
