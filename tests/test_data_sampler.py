@@ -116,3 +116,11 @@ def test_padding_fraction_exact():
 def test_unknown_durations_rejected():
     with pytest.raises(ValueError, match="unknown"):
         DurationBucketSampler([1.0, None], 10, num_replicas=1, rank=0)
+
+
+def test_lazy_package_exports():
+    import usam.data
+
+    assert usam.data.DurationBucketSampler is DurationBucketSampler and usam.data.SAMPLE_RATE == 16000
+    with pytest.raises(AttributeError):
+        usam.data.no_such_name

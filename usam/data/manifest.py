@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,9 +171,9 @@ def _task(value, label: str, where: dict, *, official: bool = False) -> str:
         raise DataError("unknown_task", str(err), field=label, **where) from None
 
 
-def _resolve(path: str, base_dir: Path) -> str:
-    p = Path(path).expanduser()
-    return str(p if p.is_absolute() else (base_dir / p).resolve())
+def _resolve(path: str, base_dir: str) -> str:
+    # normpath, not Path.resolve(): no file-system access per line (100k-line manifests), symlinks kept
+    return os.path.normpath(os.path.join(base_dir, os.path.expanduser(path)))
 
 
 def _segment(record: dict, where: dict, duration_name: str, *,
@@ -189,7 +190,7 @@ def _segment(record: dict, where: dict, duration_name: str, *,
 
 
 # ---------------------------------------------------------------------------------------------- readers
-def _entry_from_jsonl(record: dict, where: dict, base_dir: Path) -> ManifestEntry:
+def _entry_from_jsonl(record: dict, where: dict, base_dir: str) -> ManifestEntry:
     key = _require_str(record, "key", where)
     where = {**where, "key": key}
     audio = _resolve(_require_str(record, "audio", where), base_dir)
@@ -203,7 +204,7 @@ def _entry_from_jsonl(record: dict, where: dict, base_dir: Path) -> ManifestEntr
                          extra={k: v for k, v in record.items() if k not in _JSONL_KNOWN})
 
 
-def _entry_from_official(record: dict, where: dict, base_dir: Path, default_task: str | None) -> ManifestEntry:
+def _entry_from_official(record: dict, where: dict, base_dir: str, default_task: str | None) -> ManifestEntry:
     key = _require_str(record, "key", where)
     where = {**where, "key": key}
     audio = _resolve(_require_str(record, "wav", where), base_dir)
@@ -217,7 +218,7 @@ def _entry_from_official(record: dict, where: dict, base_dir: Path, default_task
 
 def _read_json_lines(path: Path, fmt: str, collect: _Collector, *, default_task: str | None) -> list[ManifestEntry]:
     entries = []
-    base_dir = path.resolve().parent
+    base_dir = str(path.resolve().parent)
     with open(path, "r", encoding="utf-8-sig") as f:  # -sig: tolerate a byte-order mark
         for line_no, raw in enumerate(f, start=1):
             if not raw.strip():
@@ -281,7 +282,7 @@ def _read_hf(path: Path, collect: _Collector, *, audio_column: str, text_column:
     # needs torchcodec, which does not work with the CPU torch wheel here).
     ds = ds.cast_column(audio_column, datasets.Audio(decode=False))
     named = {audio_column, text_column, task_column, key_column, instruction_column, lang_column, duration_column}
-    base_dir = path.resolve() if path.is_dir() else path.resolve().parent
+    base_dir = str(path.resolve() if path.is_dir() else path.resolve().parent)
     prefix = path.stem
     entries = []
     for row, record in enumerate(ds, start=1):
@@ -413,7 +414,7 @@ def _drop_duplicates(entries: list[ManifestEntry], collect: _Collector) -> list[
 def _drop_missing(entries: list[ManifestEntry], collect: _Collector) -> list[ManifestEntry]:
     kept = []
     for e in entries:
-        if isinstance(e.audio, str) and not Path(e.audio).is_file():
+        if isinstance(e.audio, str) and not os.path.isfile(e.audio):
             collect(DataError("missing_file", f"{e.audio} does not exist", file=e.source, line=e.line, key=e.key,
                               field="audio"))
             continue
