@@ -36,9 +36,9 @@ def test_resample_stereo_44k_to_16k_mono_keeps_frequency(tmp_path):
 
 def test_flac_ogg_and_bytes(tmp_path):
     x = sine(1000, 1.0, 16000)
-    for fmt in ("flac", "ogg"):
+    for fmt in ("flac", "ogg", "mp3"):  # mp3: libsndfile >= 1.1 (the venv's soundfile wheel bundles 1.2)
         path = tmp_path / f"a.{fmt}"
-        sf.write(path, x, 16000)
+        sf.write(path, x, 16000, format=fmt.upper())
         y = load_audio(path)
         assert abs(len(y) - 16000) <= 1 and abs(peak_hz(y, 16000) - 1000) < 2
     buf = io.BytesIO()

@@ -77,3 +77,25 @@ def test_split_skipped():
     k = SkippedSample(key="b", file="m.jsonl", line=2, reason="nan_inf", message="bad")
     assert split_skipped([s, k, s]) == ([s, s], [k])
     assert k.error().reason == "nan_inf"
+
+
+def test_dataloader_with_bucket_sampler(tmp_path):
+    from usam.data.manifest import fill_durations
+    from usam.data.sampler import DurationBucketSampler
+
+    lines = []
+    for i, seconds in enumerate([0.5, 1.0, 1.5, 2.0, 0.7]):
+        sf.write(tmp_path / f"c{i}.wav", np.full(int(seconds * 16000), 0.1, np.float32), 16000)
+        lines.append(json.dumps({"key": f"c{i}", "audio": f"c{i}.wav", "task": "asr", "text": "x"}))
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    entries = read_manifest(tmp_path / "m.jsonl")
+    assert fill_durations(entries) == []
+    ds = AudioDataset(entries, strict=True)
+    sampler = DurationBucketSampler(ds.durations, max_audio_seconds=3.0, seed=0, num_replicas=1, rank=0)
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=lambda items: items)
+    assert len(loader) == len(sampler)
+    seen = []
+    for batch in loader:
+        assert len(batch) * max(s.duration for s in batch) <= 3.0 + 1e-6
+        seen += [s.key for s in batch]
+    assert sorted(seen) == [f"c{i}" for i in range(5)]
