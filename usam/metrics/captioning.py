@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -76,6 +77,15 @@ def fense_status() -> tuple[bool, str]:
     return True, "ok"
 
 
+@lru_cache(maxsize=1)
+def _meteor_scorer():
+    """One METEOR Java process per Python process: it takes ~6 s to load its paraphrase tables, and
+    pycocoevalcap's Meteor serves any number of compute_score calls (with a lock); its __del__ stops it."""
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    return Meteor()
+
+
 def _tokenize(captions: dict[str, list[str]]) -> dict[str, list[str]]:
     """PTB-tokenise {clip id: [caption, ...]}, checking that every caption comes back."""
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
@@ -117,7 +127,6 @@ def caption_metrics(predictions: Sequence[str], references: Sequence, *, spice: 
     """
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.meteor.meteor import Meteor
     from pycocoevalcap.rouge.rouge import Rouge
 
     check_pairs("captioning", predictions, references)
@@ -130,11 +139,7 @@ def caption_metrics(predictions: Sequence[str], references: Sequence, *, spice: 
     res = _tokenize({k: [p] for k, p in zip(keys, predictions)})
 
     bleu, bleu_items = Bleu(4).compute_score(gts, res, verbose=0)
-    meteor_scorer = Meteor()
-    try:
-        meteor, meteor_items = meteor_scorer.compute_score(gts, res)
-    finally:
-        del meteor_scorer  # its __del__ stops the Java process
+    meteor, meteor_items = _meteor_scorer().compute_score(gts, res)
     rouge, rouge_items = Rouge().compute_score(gts, res)
     cider, cider_items = Cider().compute_score(gts, res)
 
