@@ -91,7 +91,10 @@ def audio_info(source) -> tuple[float, int]:
                         field="audio") from None
     if info.samplerate <= 0:
         raise DataError("not_audio", f"{name}: header gives sample rate {info.samplerate}", file=name, field="audio")
-    shortfall = _riff_shortfall(source)
+    try:
+        shortfall = _riff_shortfall(source)
+    except OSError as err:
+        raise DataError("unreadable", f"{name}: {err}", file=name, field="audio") from None
     if shortfall:
         raise DataError("truncated", f"{name}: WAV data chunk is {shortfall} bytes short of its header size",
                         file=name, field="audio")
