@@ -1,0 +1,252 @@
+"""USAMConfig: one config with a typed sub-config per component.
+
+Each section is a dataclass, so a YAML typo fails loudly (`unknown field ...`) instead of being ignored.
+The whole config round-trips through `config.json` (transformers' `save_pretrained`) and through YAML.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import PretrainedConfig
+
+SAMPLE_RATE = 16000  # the project's reference rate; each encoder resamples to its own
+TRAIN_MODES = ("frozen", "full", "lora")
+
+
+@dataclass
+class LoraSettings:
+    r: int = 8
+    alpha: int = 32
+    dropout: float = 0.1
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+
+@dataclass
+class WhisperSettings:
+    enabled: bool = True
+    name_or_path: str | None = None  # hub id or folder of a Whisper checkpoint (only the encoder is loaded)
+    architecture: dict | None = None  # WhisperConfig fields for a randomly initialised encoder (tests)
+    train: str = "frozen"  # frozen | full | lora
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    # False: pad every chunk to 30 s, as the weights were trained. True: run on the true length (faster on short
+    # clips, features move a little; see scripts/bench_encoders.py).
+    true_length: bool = False
+
+
+@dataclass
+class BEATsSettings:
+    enabled: bool = True
+    name_or_path: str | None = None  # path to the official BEATs .pt ({"cfg": ..., "model": ...})
+    architecture: dict | None = None  # BEATs cfg fields for a randomly initialised encoder
+    train: str = "frozen"
+    lora: LoraSettings = field(default_factory=LoraSettings)
+
+
+@dataclass
+class MERTSettings:
+    enabled: bool = True
+    name_or_path: str | None = None  # hub id or folder of a MERT-v1 checkpoint
+    architecture: dict | None = None  # HubertConfig fields for a randomly initialised encoder
+    train: str = "frozen"
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    sample_rate: int = 24000
+    layer_mix: bool = True  # learned softmax over hidden states; False uses the last state
+
+
+@dataclass
+class AlignSettings:
+    rate_hz: float = 50.0  # common frame rate (Whisper's)
+
+
+@dataclass
+class QFormerSettings:
+    window_s: float = 1 / 3
+    stride_s: float | None = None  # None: equal to the window
+    num_queries: int = 1
+    num_layers: int = 2
+    hidden_size: int = 768
+    num_heads: int = 8
+    ffn_size: int = 3072
+    dropout: float = 0.1
+
+
+@dataclass
+class ProjectorSettings:
+    num_experts: int = 3
+    top_k: int | None = None  # None: dense mixture
+    expert_hidden_size: int | None = None  # None: the LLM width
+    use_instruction: bool = True  # the router sees the pooled instruction embedding
+
+
+@dataclass
+class LLMSettings:
+    name_or_path: str | None = None  # hub id or folder of any causal LM
+    gguf_file: str | None = None
+    architecture: dict | None = None  # AutoConfig fields (with model_type) for a random LLM (tests)
+    tokenizer: str | None = None  # folder/id; None: same as name_or_path; "byte": built-in byte tokenizer
+    train: str = "lora"  # frozen | lora | full
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
+    gradient_checkpointing: bool = False
+    trust_remote_code: bool = False
+
+
+@dataclass
+class SACLSettings:
+    beta: float = 0.5
+    rho: float = 0.5
+    kappa: float = 0.5
+    margin: float = 0.2
+    hardest_negative: bool = False
+    score_hidden: int = 256
+    calib_hidden: int = 256
+    max_slots: int = 64  # cap on K (the calibrator emits one logit per token per slot)
+
+
+@dataclass
+class LossSettings:
+    lambda_sac: float = 0.5
+    lambda_bal: float = 0.01
+    lambda_z: float = 0.0
+    sacl: SACLSettings = field(default_factory=SACLSettings)
+
+
+SECTIONS: dict[str, type] = {
+    "whisper": WhisperSettings,
+    "beats": BEATsSettings,
+    "mert": MERTSettings,
+    "align": AlignSettings,
+    "qformer": QFormerSettings,
+    "projector": ProjectorSettings,
+    "llm": LLMSettings,
+    "loss": LossSettings,
+}
+ENCODERS = ("whisper", "beats", "mert")
+
+
+def _build_section(cls: type, value: Any, where: str):
+    """A dataclass from a dict, recursing into nested dataclass fields; unknown keys are an error."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, dict):
+        raise TypeError(f"config section {where!r} must be a mapping, got {type(value).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - set(fields))
+    if unknown:
+        raise ValueError(f"config section {where!r}: unknown field(s) {unknown}; known: {sorted(fields)}")
+    kwargs = {}
+    for name, v in value.items():
+        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None
+        kwargs[name] = _build_section(type(default), v, f"{where}.{name}") if dataclasses.is_dataclass(default) else v
+    return cls(**kwargs)
+
+
+class USAMConfig(PretrainedConfig):
+    model_type = "usam"
+
+    def __init__(self, whisper=None, beats=None, mert=None, align=None, qformer=None, projector=None, llm=None,
+                 loss=None, **kwargs):
+        given = dict(whisper=whisper, beats=beats, mert=mert, align=align, qformer=qformer, projector=projector,
+                     llm=llm, loss=loss)
+        for name, cls in SECTIONS.items():
+            setattr(self, name, _build_section(cls, given[name], name))
+        super().__init__(**kwargs)
+        self.validate()
+
+    def validate(self) -> None:
+        if not self.enabled_encoders:
+            raise ValueError("config: at least one encoder (whisper, beats, mert) must be enabled")
+        for name in ENCODERS:
+            section = getattr(self, name)
+            if section.enabled and section.train not in TRAIN_MODES:
+                raise ValueError(f"config {name}.train: {section.train!r} is not one of {TRAIN_MODES}")
+            if section.enabled and section.name_or_path is None and section.architecture is None:
+                raise ValueError(f"config {name}: give name_or_path (pretrained) or architecture (random init)")
+        if self.llm.train not in ("frozen", "lora", "full"):
+            raise ValueError(f"config llm.train: {self.llm.train!r} is not one of frozen, lora, full")
+        if self.llm.name_or_path is None and self.llm.architecture is None:
+            raise ValueError("config llm: give name_or_path (pretrained) or architecture (random init)")
+        if self.projector.num_experts < 1:
+            raise ValueError("config projector.num_experts must be >= 1")
+        if self.projector.top_k is not None and not 1 <= self.projector.top_k <= self.projector.num_experts:
+            raise ValueError("config projector.top_k must be in [1, num_experts] or null")
+        if self.qformer.hidden_size % self.qformer.num_heads:
+            raise ValueError("config qformer.hidden_size must be divisible by qformer.num_heads")
+
+    @property
+    def enabled_encoders(self) -> list[str]:
+        return [name for name in ENCODERS if getattr(self, name).enabled]
+
+    # -- audio token arithmetic, shared by the model and the processor ------------------------------
+    @property
+    def window_frames(self) -> int:
+        return max(1, round(self.qformer.window_s * self.align.rate_hz))
+
+    @property
+    def stride_frames(self) -> int:
+        stride_s = self.qformer.stride_s if self.qformer.stride_s is not None else self.qformer.window_s
+        return max(1, round(stride_s * self.align.rate_hz))
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames on the common time axis for a clip of `num_samples` at SAMPLE_RATE: ceil(seconds * rate)."""
+        # integer arithmetic first, so that 16000-sample multiples do not round up through float error
+        return max(1, math.ceil(num_samples * self.align.rate_hz / SAMPLE_RATE - 1e-9))
+
+    def num_windows(self, num_samples: int) -> int:
+        """Windows start every stride while the start is a valid frame; the tail window is kept."""
+        return math.ceil(self.num_frames(num_samples) / self.stride_frames)
+
+    def num_audio_tokens(self, num_samples: int) -> int:
+        return self.num_windows(num_samples) * self.qformer.num_queries
+
+    # -- serialisation ---------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        for name in SECTIONS:
+            out[name] = dataclasses.asdict(getattr(self, name))
+        return out
+
+    def sections_dict(self) -> dict[str, Any]:
+        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+
+    def to_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.sections_dict(), sort_keys=False))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "USAMConfig":
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML: {err}") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: the top level must be a mapping of sections")
+        # A model YAML may sit inside a training YAML under `model:`
+        data = data.get("model", data)
+        unknown = sorted(set(data) - set(SECTIONS))
+        if unknown:
+            raise ValueError(f"{path}: unknown section(s) {unknown}; known: {sorted(SECTIONS)}")
+        for dotted, value in (overrides or {}).items():
+            apply_override(data, dotted, value)
+        try:
+            return cls(**data)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{path}: {err}") from err
+
+
+def apply_override(data: dict, dotted: str, value: Any) -> None:
+    """Set `a.b.c = value` inside nested dicts (command-line `key=value` overrides)."""
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {dotted!r}: {key!r} is not a section")
+    node[keys[-1]] = value

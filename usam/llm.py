@@ -1,0 +1,69 @@
+"""The language model: any `AutoModelForCausalLM`, by hub id or folder, optionally with LoRA (peft).
+
+A randomly initialised LLM (tests) is built from `architecture` and paired with a tiny byte-level
+tokenizer that carries a ChatML chat template.
+"""
+from __future__ import annotations
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+
+from usam.config import LLMSettings
+from usam.loading import resolve_path
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def byte_tokenizer() -> PreTrainedTokenizerFast:
+    """256 byte tokens plus ChatML specials (vocabulary 259): enough for tests, needs no files."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    core = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(alphabet)}, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                        additional_special_tokens=["<|im_start|>"])
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    except KeyError:
+        raise ValueError(f"config llm.dtype: {name!r} is not one of auto, float32, bfloat16, float16") from None
+
+
+def load_tokenizer(settings: LLMSettings):
+    source = settings.tokenizer or settings.name_or_path
+    if source == "byte" or source is None:
+        return byte_tokenizer()
+    folder = resolve_path(source, kind="llm")
+    kwargs = {"gguf_file": settings.gguf_file} if settings.gguf_file and source == settings.name_or_path else {}
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=settings.trust_remote_code, **kwargs)
+    if tokenizer.chat_template is None:
+        raise ValueError(f"tokenizer of {source}: it has no chat template; use an instruct/chat model or set one")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_llm(settings: LLMSettings):
+    """(model, pretrained: bool). Random init when no name_or_path is given."""
+    dtype = resolve_dtype(settings.dtype)
+    if settings.name_or_path:
+        folder = resolve_path(settings.name_or_path, kind="llm")
+        kwargs = {"gguf_file": settings.gguf_file} if settings.gguf_file else {}
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=settings.trust_remote_code,
+                                                     **kwargs)
+        return model, True
+    arch = dict(settings.architecture)
+    model_type = arch.pop("model_type")
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **arch))
+    return model.to(dtype), False

@@ -1,0 +1,373 @@
+"""USAMModel: encoders -> common time axis -> window Q-Former -> task-aware MoE projector -> LLM.
+
+Shapes (C clips in a batch of B samples, usually C == B):
+  audio (C, n) at 16 kHz -> each encoder (C, T_e, D_e) -> aligned U (C, T, sum D_e) -> Q-Former Z (C, W*q, D_q)
+  -> projector A (C, W*q, D_llm) -> the valid tokens replace the `<|audio|>` placeholders of input_ids.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers.utils import ModelOutput
+
+from usam.align import align_streams
+from usam.config import USAMConfig
+from usam.encoders import EncoderOutput, build_encoder
+from usam.llm import load_llm, load_tokenizer
+from usam.projector import TaskAwareMoEProjector
+from usam.qformer import WindowQFormer
+from usam.sacl import SemanticAwareContrastiveLoss
+
+AUDIO_TOKEN_ID = -200  # placeholder id in input_ids, replaced by audio embeddings before the LLM sees it
+WEIGHTS_NAME = "usam_weights.safetensors"
+ADAPTER_DIR = "llm_adapter"
+LLM_DIR = "llm"
+
+
+@dataclass
+class USAMOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    ce_loss: torch.Tensor | None = None
+    sacl_loss: torch.Tensor | None = None
+    balance_loss: torch.Tensor | None = None
+    z_loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    routing_weights: torch.Tensor | None = None  # (N_tokens, E) for every valid audio token of the batch
+    routing_sample_index: torch.Tensor | None = None  # (N_tokens,) batch row of each token
+
+
+def _lora_config(settings, **extra):
+    from peft import LoraConfig
+
+    return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      target_modules=list(settings.targets), **extra)
+
+
+class USAMModel(nn.Module):
+    def __init__(self, config: USAMConfig, adapter_dir: str | Path | None = None):
+        super().__init__()
+        self.config = config
+        self.encoders = nn.ModuleDict({name: build_encoder(name, getattr(config, name))
+                                       for name in config.enabled_encoders})
+        for name, encoder in self.encoders.items():
+            self._set_encoder_training(encoder, getattr(config, name))
+        llm, self.llm_pretrained = load_llm(config.llm)
+        self.tokenizer = load_tokenizer(config.llm)
+        llm_dim = llm.get_input_embeddings().embedding_dim
+        input_dim = sum(enc.output_dim for enc in self.encoders.values())
+        self.qformer = WindowQFormer(config.qformer, input_dim, config.window_frames, config.stride_frames)
+        self.projector = TaskAwareMoEProjector(config.projector, self.qformer.output_dim, llm_dim)
+        self.sacl = SemanticAwareContrastiveLoss(config.loss.sacl, llm_dim) if config.loss.lambda_sac > 0 else None
+        self.llm = self._wrap_llm(llm, adapter_dir)
+        if config.llm.gradient_checkpointing:
+            self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    # -- construction helpers -------------------------------------------------------------------------------
+    @staticmethod
+    def _set_encoder_training(encoder, settings) -> None:
+        extra = [p for n, p in encoder.named_parameters() if n == "layer_weights"]  # MERT layer mix: always trained
+        if settings.train == "lora":
+            from peft import inject_adapter_in_model
+
+            inject_adapter_in_model(_lora_config(settings.lora), encoder)
+        for name, param in encoder.named_parameters():
+            param.requires_grad = settings.train == "full" or (settings.train == "lora" and "lora_" in name)
+        for param in extra:
+            param.requires_grad = True
+
+    def _wrap_llm(self, llm, adapter_dir):
+        mode = self.config.llm.train
+        if mode == "lora":
+            from peft import PeftModel, get_peft_model
+
+            if adapter_dir is not None:
+                return PeftModel.from_pretrained(llm, str(adapter_dir), is_trainable=True)
+            return get_peft_model(llm, _lora_config(self.config.llm.lora, task_type="CAUSAL_LM"))
+        llm.requires_grad_(mode == "full")
+        return llm
+
+    def set_stage(self, stage: int) -> None:
+        """Stage 1 trains the connector with the LLM frozen; stage 2 adds the LLM's own training mode."""
+        if stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {stage}")
+        for name, param in self.llm.named_parameters():
+            param.requires_grad = stage == 2 and (self.config.llm.train == "full" or "lora_" in name)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        # frozen parts always run in eval mode: no dropout, layerdrop or SpecAugment (defect 5)
+        for encoder in self.encoders.values():
+            if not any(p.requires_grad and not n.endswith("layer_weights") for n, p in encoder.named_parameters()):
+                encoder.eval()
+        if not any(p.requires_grad for p in self.llm.parameters()):
+            self.llm.eval()
+        return self
+
+    def trainable_parameters(self):
+        return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        seen, total = set(), 0
+        for p in self.parameters():
+            if id(p) not in seen and (p.requires_grad or not trainable_only):
+                seen.add(id(p))
+                total += p.numel()
+        return total
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.qformer.parameters()).device
+
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.llm.get_input_embeddings()(input_ids.clamp(min=0))
+
+    # -- audio path -----------------------------------------------------------------------------------------
+    def encode_audio(self, audio: torch.Tensor, audio_lengths: torch.Tensor) -> dict[str, EncoderOutput]:
+        """Every enabled encoder on a (C, n) batch at 16 kHz. Frozen encoders run without gradients."""
+        outputs = {}
+        for name, encoder in self.encoders.items():
+            trainable = any(p.requires_grad for p in encoder.parameters())
+            # (a plain no_grad, not set_grad_enabled(True): transformers' output capture drops the
+            # hidden states inside a set_grad_enabled(True) block)
+            with contextlib.nullcontext() if trainable else torch.no_grad():
+                outputs[name] = encoder(audio, audio_lengths)
+        return outputs
+
+    def encoder_fingerprint(self, name: str) -> str:
+        """A hash of one encoder's settings and weights, so a feature cache can tell it is stale."""
+        import hashlib
+
+        h = hashlib.sha256(json.dumps(dataclasses.asdict(getattr(self.config, name)), sort_keys=True).encode())
+        for key, tensor in sorted(self.encoders[name].state_dict().items()):
+            h.update(key.encode())
+            h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def project_audio(self, encoder_outputs: dict[str, EncoderOutput], audio_lengths: torch.Tensor,
+                      instruction: torch.Tensor):
+        """-> tokens (C, N, D_llm), mask (C, N), ProjectorOutput."""
+        frames = torch.tensor([self.config.num_frames(int(n)) for n in audio_lengths.tolist()],
+                              device=audio_lengths.device)
+        streams = {name: encoder_outputs[name] for name in self.encoders}
+        aligned = align_streams(streams, frames)
+        dtype = next(self.qformer.parameters()).dtype
+        tokens, mask = self.qformer(aligned.features.to(dtype), aligned.mask)
+        projected = self.projector(tokens, mask, instruction)
+        return projected.tokens, mask, projected
+
+    def _pooled_instruction(self, embeds: torch.Tensor, instruction_mask: torch.Tensor | None) -> torch.Tensor:
+        if instruction_mask is None:
+            return embeds.new_zeros(embeds.shape[0], embeds.shape[-1])
+        m = instruction_mask.to(embeds.dtype)[..., None]
+        return (embeds * m).sum(1) / m.sum(1).clamp(min=1)
+
+    def _inputs_embeds(self, input_ids, instruction_mask, audio, audio_lengths, audio_sample_index, encoder_outputs):
+        embeds = self.embed_tokens(input_ids)  # (B, L, D)
+        placeholder = input_ids == AUDIO_TOKEN_ID
+        n_placeholders = int(placeholder.sum())
+        if audio_lengths is None or (audio is None and encoder_outputs is None):
+            if n_placeholders:
+                raise ValueError(f"input_ids hold {n_placeholders} audio placeholders but no audio was given")
+            return embeds, None
+        if audio_sample_index is None:
+            audio_sample_index = torch.arange(audio_lengths.shape[0], device=input_ids.device)
+        if encoder_outputs is None:
+            encoder_outputs = self.encode_audio(audio, audio_lengths)
+        instruction = self._pooled_instruction(embeds.detach(), instruction_mask)[audio_sample_index]
+        tokens, mask, projected = self.project_audio(encoder_outputs, audio_lengths, instruction)
+        flat = tokens[mask]  # valid tokens, clip by clip, in order: the order of the placeholders
+        if flat.shape[0] != n_placeholders:
+            raise ValueError(f"the batch has {n_placeholders} audio placeholders but the audio gives {flat.shape[0]} "
+                             "tokens; build batches with USAMProcessor for this model's config")
+        embeds = embeds.masked_scatter(placeholder[..., None], flat.to(embeds.dtype))
+        info = dict(tokens=tokens, mask=mask, projected=projected, sample_index=audio_sample_index)
+        return embeds, info
+
+    # -- forward / loss -------------------------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
+                instruction_mask: torch.Tensor | None = None, answer_mask: torch.Tensor | None = None,
+                audio: torch.Tensor | None = None, audio_lengths: torch.Tensor | None = None,
+                audio_sample_index: torch.Tensor | None = None,
+                encoder_outputs: dict[str, EncoderOutput] | None = None, **_unused) -> USAMOutput:
+        embeds, info = self._inputs_embeds(input_ids, instruction_mask, audio, audio_lengths, audio_sample_index,
+                                           encoder_outputs)
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # from the mask: padding-invariant
+        logits = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
+                          use_cache=False).logits
+        zero = logits.new_zeros((), dtype=torch.float32)
+        ce = sacl = balance = z_loss = zero
+        if labels is not None:
+            ce = nn.functional.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels[:, 1:].flatten(),
+                                             ignore_index=-100)
+        routing, routing_index = None, None
+        if info is not None:
+            projected = info["projected"]
+            balance, z_loss = projected.balance_loss, projected.z_loss
+            routing = projected.weights[info["mask"]]
+            routing_index = info["sample_index"][:, None].expand_as(info["mask"])[info["mask"]]
+            if self.sacl is not None and labels is not None and answer_mask is not None:
+                sacl = self._sacl(info, input_ids, answer_mask)
+        lc = self.config.loss
+        loss = ce + lc.lambda_sac * sacl + lc.lambda_bal * balance + lc.lambda_z * z_loss if labels is not None else None
+        return USAMOutput(loss=loss, ce_loss=ce, sacl_loss=sacl, balance_loss=balance, z_loss=z_loss, logits=logits,
+                          routing_weights=routing, routing_sample_index=routing_index)
+
+    def _sacl(self, info, input_ids, answer_mask) -> torch.Tensor:
+        """Audio tokens of each sample (its clips concatenated) against its answer's input embeddings."""
+        batch = input_ids.shape[0]
+        tokens, mask, owner = info["tokens"], info["mask"], info["sample_index"]
+        audio_rows = [torch.cat([tokens[c][mask[c]] for c in range(tokens.shape[0]) if int(owner[c]) == b])
+                      if bool((owner == b).any()) else tokens.new_zeros(0, tokens.shape[-1]) for b in range(batch)]
+        text_embeds = self.embed_tokens(input_ids).detach()
+        text_rows = [text_embeds[b][answer_mask[b].bool()] for b in range(batch)]
+        pad = lambda rows: nn.utils.rnn.pad_sequence(rows, batch_first=True)  # noqa: E731
+        lens = lambda rows: torch.tensor([r.shape[0] for r in rows], device=input_ids.device)  # noqa: E731
+        a, t = pad(audio_rows), pad(text_rows)
+        a_mask = torch.arange(a.shape[1], device=a.device)[None] < lens(audio_rows)[:, None]
+        t_mask = torch.arange(t.shape[1], device=a.device)[None] < lens(text_rows)[:, None]
+        return self.sacl(a, a_mask, t, t_mask)
+
+    # -- generation -----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, audio=None, audio_lengths=None,
+                 audio_sample_index=None, instruction_mask=None, encoder_outputs=None, max_new_tokens: int = 128,
+                 **generate_kwargs) -> torch.Tensor:
+        """Batched generation from left-padded prompts with the KV cache. Returns only the new tokens (B, T_new)."""
+        for key in ("labels", "answer_mask", "tasks"):
+            generate_kwargs.pop(key, None)
+        embeds, _ = self._inputs_embeds(input_ids, instruction_mask, audio, audio_lengths, audio_sample_index,
+                                        encoder_outputs)
+        eos = {self.tokenizer.eos_token_id}
+        if self.tokenizer.convert_tokens_to_ids("<|im_end|>") not in (None, self.tokenizer.unk_token_id):
+            eos.add(self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
+        generate_kwargs.setdefault("do_sample", False)
+        if not generate_kwargs["do_sample"]:
+            generate_kwargs.pop("temperature", None)
+            generate_kwargs.pop("top_p", None)
+        return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                                 pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(eos),
+                                 **generate_kwargs)
+
+    # -- save / load ----------------------------------------------------------------------------------------
+    def _saved_state(self, everything: bool = False) -> dict[str, torch.Tensor]:
+        """Weights a checkpoint must carry: all non-LLM parts except frozen pretrained encoder weights."""
+        keep = {}
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        for key, tensor in self.state_dict().items():
+            if key.startswith("llm."):
+                continue
+            if key.startswith("encoders.") and not everything:
+                encoder = self.encoders[key.split(".")[1]]
+                if encoder.pretrained and key not in trainable:
+                    continue
+            keep[key] = tensor.detach().to("cpu").clone().contiguous()  # clone: no shared storage in safetensors
+        return keep
+
+    def _base_llm_state(self) -> dict[str, torch.Tensor]:
+        """The LLM's weights without LoRA, under the base model's own key names."""
+        from peft import PeftModel
+
+        if not isinstance(self.llm, PeftModel):
+            return self.llm.state_dict()
+        prefix = "base_model.model."
+        out = {}
+        for key, tensor in self.llm.state_dict().items():
+            if "lora_" in key:
+                continue
+            out[key[len(prefix):].replace(".base_layer.", ".")] = tensor
+        return out
+
+    def _save_llm_folder(self, directory: Path, merged: bool) -> None:
+        from peft import PeftModel
+
+        target = directory / LLM_DIR
+        if merged and isinstance(self.llm, PeftModel):
+            copy.deepcopy(self.llm).merge_and_unload().save_pretrained(target)
+        else:
+            base = self.llm.get_base_model() if isinstance(self.llm, PeftModel) else self.llm
+            base.save_pretrained(target, state_dict=self._base_llm_state())
+        self.tokenizer.save_pretrained(target)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """config + non-base weights + LoRA adapter + tokenizer. Base models are referenced, not copied,
+        unless they were randomly initialised or fully fine-tuned."""
+        from peft import PeftModel
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = copy.deepcopy(self.config)
+        if not self.llm_pretrained or config.llm.train == "full":
+            self._save_llm_folder(directory, merged=False)
+            config.llm.name_or_path, config.llm.architecture, config.llm.gguf_file = LLM_DIR, None, None
+            config.llm.tokenizer = LLM_DIR
+        if isinstance(self.llm, PeftModel):
+            self.llm.save_pretrained(directory / ADAPTER_DIR)
+        save_file(self._saved_state(), str(directory / WEIGHTS_NAME))
+        config.save_pretrained(directory)
+        config.to_yaml(directory / "usam.yaml")
+        self.tokenizer.save_pretrained(directory)
+
+    def export_merged(self, directory: str | Path) -> None:
+        """A standalone folder: LoRA merged into the LLM, every encoder weight included; no external references."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = copy.deepcopy(self.config)
+        self._save_llm_folder(directory, merged=True)
+        config.llm.name_or_path, config.llm.architecture, config.llm.gguf_file = LLM_DIR, None, None
+        config.llm.tokenizer, config.llm.train = LLM_DIR, "frozen" if config.llm.train == "lora" else config.llm.train
+        for name, encoder in self.encoders.items():
+            section = getattr(config, name)
+            section.name_or_path, section.architecture = None, encoder.architecture()
+        save_file(self._saved_state(everything=True), str(directory / WEIGHTS_NAME))
+        config.save_pretrained(directory)
+        config.to_yaml(directory / "usam.yaml")
+        self.tokenizer.save_pretrained(directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, **overrides) -> "USAMModel":
+        directory = Path(directory)
+        if not (directory / "config.json").exists():
+            raise FileNotFoundError(f"{directory}: no config.json (not a U-SAM model folder)")
+        config = USAMConfig.from_pretrained(directory)
+        for section in ("llm", "whisper", "beats", "mert"):
+            s = getattr(config, section)
+            if s.name_or_path and (directory / s.name_or_path).exists():
+                s.name_or_path = str(directory / s.name_or_path)
+        if config.llm.tokenizer and (directory / config.llm.tokenizer).exists():
+            config.llm.tokenizer = str(directory / config.llm.tokenizer)
+        for dotted, value in overrides.items():
+            section, key = dotted.split(".", 1)
+            setattr(getattr(config, section), key, value)
+        adapter = directory / ADAPTER_DIR
+        model = cls(config, adapter_dir=adapter if adapter.exists() and config.llm.train == "lora" else None)
+        model.load_trained_weights(directory)
+        return model
+
+    def load_trained_weights(self, directory: str | Path, strict: bool = True) -> list[str]:
+        """Load `usam_weights.safetensors` from a saved folder. Strict: every key must exist in this model,
+        and every weight that is not a pretrained base must be in the file. Returns the keys loaded."""
+        path = Path(directory) / WEIGHTS_NAME
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: missing (not a U-SAM checkpoint folder)")
+        state = load_file(str(path))
+        own = self.state_dict()
+        unexpected = sorted(set(state) - set(own))
+        if unexpected:
+            raise KeyError(f"{path}: weights that this model's config does not have: {unexpected[:10]}")
+        if strict:
+            missing = sorted(set(self._saved_state()) - set(state))
+            if missing:
+                raise KeyError(f"{path}: weights missing from the checkpoint: {missing[:10]}")
+        for key, tensor in state.items():
+            if tensor.shape != own[key].shape:
+                raise ValueError(f"{path}: {key} has shape {tuple(tensor.shape)}, the model expects {tuple(own[key].shape)}")
+        self.load_state_dict(state, strict=False)
+        return sorted(state)

@@ -1,0 +1,197 @@
+"""USAMProcessor: (audio, instruction, optional answer) or whole chats -> model inputs.
+
+The tokenizer's own chat template renders each conversation. Audio parts and the user's text are marked
+with private-use characters that no template alters; the rendered string is cut at the marks, so that
+each clip becomes a run of `AUDIO_TOKEN_ID` placeholders (as many as that clip's audio tokens) and the
+instruction tokens are known (the router pools them). Labels cover only the answer (and the end of turn).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoTokenizer, BatchFeature
+
+from usam.config import USAMConfig
+from usam.modeling import AUDIO_TOKEN_ID
+
+AUDIO_MARK, TEXT_OPEN, TEXT_CLOSE, ANSWER_OPEN, ANSWER_CLOSE = "\ue000", "\ue001", "\ue002", "\ue003", "\ue004"
+_SPLIT = re.compile(f"([{AUDIO_MARK}{TEXT_OPEN}{TEXT_CLOSE}{ANSWER_OPEN}{ANSWER_CLOSE}])")
+
+
+def _as_wave(audio) -> np.ndarray:
+    wave = np.asarray(audio, dtype=np.float32)
+    if wave.ndim != 1 or wave.size == 0:
+        raise ValueError(f"audio must be a non-empty mono 1-D array at 16 kHz, got shape {wave.shape}")
+    return wave
+
+
+class USAMProcessor:
+    def __init__(self, tokenizer, config: USAMConfig):
+        self.tokenizer = tokenizer
+        self.config = config
+        self.special_ids = set(tokenizer.all_special_ids)
+
+    @classmethod
+    def from_model(cls, model) -> "USAMProcessor":
+        return cls(model.tokenizer, model.config)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "USAMProcessor":
+        return cls(AutoTokenizer.from_pretrained(directory), USAMConfig.from_pretrained(directory))
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        self.tokenizer.save_pretrained(directory)
+
+    # -- one conversation -> token ids + masks ----------------------------------------------------------------
+    def _template_messages(self, conversation: list[dict], clips: list[np.ndarray]) -> list[dict]:
+        messages = []
+        for i, message in enumerate(conversation):
+            role, content = message.get("role"), message.get("content")
+            if role not in ("system", "user", "assistant"):
+                raise ValueError(f"message {i}: role must be system, user or assistant, got {role!r}")
+            if isinstance(content, str):
+                parts = [{"type": "text", "text": content}]
+            elif isinstance(content, list):
+                parts = content
+            else:
+                raise ValueError(f"message {i}: content must be a string or a list of parts")
+            text = []
+            for part in parts:
+                kind = part.get("type")
+                if kind == "audio":
+                    if role != "user":
+                        raise ValueError(f"message {i}: audio is only allowed in user messages")
+                    clips.append(_as_wave(part["audio"]))
+                    text.append(AUDIO_MARK)
+                elif kind == "text":
+                    if role == "user":
+                        text.append(TEXT_OPEN + part["text"] + TEXT_CLOSE)
+                    elif role == "assistant" and message.get("_answer"):
+                        text.append(ANSWER_OPEN + part["text"] + ANSWER_CLOSE)
+                    else:
+                        text.append(part["text"])
+                else:
+                    raise ValueError(f"message {i}: unknown content part type {kind!r}")
+            messages.append({"role": role, "content": "".join(text)})
+        return messages
+
+    def _tokenize_marked(self, rendered: str, clips: list[np.ndarray], clip_offset: int, labelled: bool):
+        """Token ids, instruction flags, answer flags and label flags for a rendered, marked string."""
+        ids, instr, answer, label = [], [], [], []
+        in_text = in_answer = False
+        clip = clip_offset
+        for piece in _SPLIT.split(rendered):
+            if piece == AUDIO_MARK:
+                n = self.config.num_audio_tokens(len(clips[clip]))
+                clip += 1
+                ids += [AUDIO_TOKEN_ID] * n
+                instr += [False] * n
+                answer += [False] * n
+                label += [False] * n
+            elif piece in (TEXT_OPEN, TEXT_CLOSE):
+                in_text = piece == TEXT_OPEN
+            elif piece in (ANSWER_OPEN, ANSWER_CLOSE):
+                in_answer = piece == ANSWER_OPEN
+            elif piece:
+                tokens = self.tokenizer(piece, add_special_tokens=False).input_ids
+                ids += tokens
+                instr += [in_text] * len(tokens)
+                answer += [in_answer and t not in self.special_ids for t in tokens]
+                label += [labelled] * len(tokens)
+        return ids, instr, answer, label, clip
+
+    def encode_conversation(self, conversation: list[dict], add_generation_prompt: bool):
+        """-> dict(ids, instruction, answer, label lists) and the clips, in order.
+
+        When the last message is an assistant message marked `_answer` (training), it is labelled.
+        """
+        clips: list[np.ndarray] = []
+        messages = self._template_messages(conversation, clips)
+        train = bool(conversation) and conversation[-1].get("role") == "assistant" and conversation[-1].get("_answer")
+        template = self.tokenizer.apply_chat_template
+        if train:
+            prompt = template(messages[:-1], tokenize=False, add_generation_prompt=True)
+            full = template(messages, tokenize=False, add_generation_prompt=False)
+            if not full.startswith(prompt):
+                raise ValueError("the chat template does not render the prompt as a prefix of the full chat; "
+                                 "labels cannot be placed")
+            parts = [(prompt, False), (full[len(prompt):], True)]
+        else:
+            parts = [(template(messages, tokenize=False, add_generation_prompt=add_generation_prompt), False)]
+        out = {"ids": [], "instruction": [], "answer": [], "label": []}
+        clip = 0
+        for rendered, labelled in parts:
+            ids, instr, answer, label, clip = self._tokenize_marked(rendered, clips, clip, labelled)
+            out["ids"] += ids
+            out["instruction"] += instr
+            out["answer"] += answer
+            out["label"] += label
+        return out, clips
+
+    # -- batches --------------------------------------------------------------------------------------------
+    def _collate(self, encoded: list[dict], clips_per_row: list[list[np.ndarray]], padding_side: str,
+                 with_labels: bool, tasks=None) -> BatchFeature:
+        longest = max(len(e["ids"]) for e in encoded)
+        pad_id = self.tokenizer.pad_token_id
+        rows = {k: [] for k in ("input_ids", "attention_mask", "instruction_mask", "answer_mask", "labels")}
+        for e in encoded:
+            n_pad = longest - len(e["ids"])
+            pad = lambda seq, value: ([value] * n_pad + seq) if padding_side == "left" else (seq + [value] * n_pad)  # noqa: E731
+            rows["input_ids"].append(pad(e["ids"], pad_id))
+            rows["attention_mask"].append(pad([1] * len(e["ids"]), 0))
+            rows["instruction_mask"].append(pad(e["instruction"], False))
+            rows["answer_mask"].append(pad(e["answer"], False))
+            rows["labels"].append(pad([t if lab else -100 for t, lab in zip(e["ids"], e["label"])], -100))
+        data = {
+            "input_ids": torch.tensor(rows["input_ids"], dtype=torch.long),
+            "attention_mask": torch.tensor(rows["attention_mask"], dtype=torch.long),
+            "instruction_mask": torch.tensor(rows["instruction_mask"], dtype=torch.bool),
+            "answer_mask": torch.tensor(rows["answer_mask"], dtype=torch.bool),
+        }
+        if with_labels:
+            data["labels"] = torch.tensor(rows["labels"], dtype=torch.long)
+        clips = [c for row in clips_per_row for c in row]
+        if clips:
+            lengths = [len(c) for c in clips]
+            audio = np.zeros((len(clips), max(lengths)), dtype=np.float32)
+            for i, c in enumerate(clips):
+                audio[i, : len(c)] = c
+            data["audio"] = torch.from_numpy(audio)
+            data["audio_lengths"] = torch.tensor(lengths, dtype=torch.long)
+            data["audio_sample_index"] = torch.tensor([b for b, row in enumerate(clips_per_row) for _ in row],
+                                                      dtype=torch.long)
+        batch = BatchFeature(data)
+        if tasks is not None:
+            batch["tasks"] = list(tasks)
+        return batch
+
+    def __call__(self, audios, instructions, answers=None, tasks=None, padding_side: str | None = None) -> BatchFeature:
+        """One clip and one instruction per sample; answers given -> a training batch (right padding, labels),
+        else a generation batch (left padding, ends with the assistant prompt)."""
+        if len(audios) != len(instructions) or (answers is not None and len(answers) != len(audios)):
+            raise ValueError("audios, instructions and answers must have the same length")
+        conversations = []
+        for i, (audio, instruction) in enumerate(zip(audios, instructions)):
+            chat = [{"role": "user", "content": [{"type": "audio", "audio": audio}, {"type": "text", "text": instruction}]}]
+            if answers is not None:
+                chat.append({"role": "assistant", "content": answers[i], "_answer": True})
+            conversations.append(chat)
+        side = padding_side or ("right" if answers is not None else "left")
+        return self.apply_chat(conversations, add_generation_prompt=answers is None, padding_side=side, tasks=tasks)
+
+    def apply_chat(self, conversations: list[list[dict]], add_generation_prompt: bool = True,
+                   padding_side: str = "left", tasks=None) -> BatchFeature:
+        """Several (multi-turn, multi-clip) chats -> one batch. See docs/model_api.md for the message format."""
+        encoded, clips = [], []
+        for conversation in conversations:
+            e, c = self.encode_conversation(conversation, add_generation_prompt)
+            encoded.append(e)
+            clips.append(c)
+        with_labels = any(any(e["label"]) for e in encoded)
+        return self._collate(encoded, clips, padding_side, with_labels, tasks)
+
+    def batch_decode(self, ids: torch.Tensor) -> list[str]:
+        return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]

@@ -1,0 +1,51 @@
+"""Window-level Q-Former (DESIGN 4), as in SALMONN: a few learned queries per window of frames.
+
+U (B, T, D_in) is cut into windows of `w` frames every `s` frames. Windows start while their first frame is
+valid, so the tail window is kept (masked inside). Each layer: self-attention over the window's queries,
+cross-attention to the window's valid frames, FFN (torch's TransformerDecoderLayer does exactly this).
+Output Z (B, W*q, D_q) with a mask that drops windows with no valid frame.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from usam.config import QFormerSettings
+
+
+class WindowQFormer(nn.Module):
+    def __init__(self, settings: QFormerSettings, input_dim: int, window_frames: int, stride_frames: int):
+        super().__init__()
+        self.window, self.stride, self.num_queries = window_frames, stride_frames, settings.num_queries
+        dim = settings.hidden_size
+        self.input_proj = nn.Sequential(nn.LayerNorm(input_dim), nn.Linear(input_dim, dim))
+        self.queries = nn.Parameter(torch.randn(settings.num_queries, dim) * 0.02)
+        self.frame_position = nn.Parameter(torch.zeros(window_frames, dim))  # order of frames inside a window
+        self.layers = nn.ModuleList([
+            nn.TransformerDecoderLayer(dim, settings.num_heads, settings.ffn_size, settings.dropout,
+                                       activation="gelu", batch_first=True, norm_first=True)
+            for _ in range(settings.num_layers)
+        ])
+        self.norm = nn.LayerNorm(dim)
+        self.output_dim = dim
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """frames (B, T, D_in), mask (B, T) -> tokens (B, W*q, D_q), token mask (B, W*q)."""
+        batch, length, _ = frames.shape
+        valid = mask.sum(dim=1)
+        n_windows = int(torch.div(valid.max() + self.stride - 1, self.stride, rounding_mode="floor"))
+        span = (n_windows - 1) * self.stride + self.window
+        x = nn.functional.pad(self.input_proj(frames), (0, 0, 0, max(0, span - length)))[:, :span]
+        m = nn.functional.pad(mask, (0, max(0, span - length)))[:, :span]
+        x = x.unfold(1, self.window, self.stride).permute(0, 1, 3, 2)  # (B, W, w, D)
+        m = m.unfold(1, self.window, self.stride)  # (B, W, w)
+        window_ok = m.any(dim=-1)  # (B, W)
+        memory = (x + self.frame_position).reshape(batch * n_windows, self.window, -1)
+        # an empty window attends to its (padded) frames rather than to nothing (NaN); it is masked below
+        key_padding = (~m & window_ok[..., None]).reshape(batch * n_windows, self.window)
+        q = self.queries.expand(batch * n_windows, -1, -1)
+        for layer in self.layers:
+            q = layer(q, memory, memory_key_padding_mask=key_padding)
+        q = self.norm(q).reshape(batch, n_windows * self.num_queries, -1)
+        token_mask = window_ok.repeat_interleave(self.num_queries, dim=1)
+        return q * token_mask[..., None], token_mask
