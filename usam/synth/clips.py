@@ -27,10 +27,19 @@ class Context:
     held_out_voices: tuple[str, ...]  # test only
 
 
+def _weighted_voice(voices: tuple[str, ...], rng: random.Random, weights: dict) -> str:
+    """An engine by `speech.engine_weights` (among engines present), then one of its voices uniformly:
+    espeak-ng has far more voices than flite or festival, so a uniform draw over voices would starve those."""
+    engines = sorted({speech.engine_of(v) for v in voices})
+    engine = rng.choices(engines, weights=[float(weights.get(e, 1.0)) for e in engines])[0]
+    return rng.choice([v for v in voices if speech.engine_of(v) == engine])
+
+
 def pick_voice(split: str, rng: random.Random, ctx: Context) -> str:
+    weights = ctx.cfg["speech"].get("engine_weights", {})
     if split == "test" and ctx.held_out_voices and rng.random() < float(ctx.cfg["speech"]["test_unseen_fraction"]):
-        return rng.choice(ctx.held_out_voices)
-    return rng.choice(ctx.seen_voices)
+        return _weighted_voice(ctx.held_out_voices, rng, weights)
+    return _weighted_voice(ctx.seen_voices, rng, weights)
 
 
 def _spoken(split, rng, nrng, ctx, workdir):

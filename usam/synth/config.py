@@ -74,6 +74,11 @@ def validate(cfg: dict, source="config") -> None:
     for field in ("speech.speed_range", "speech.pitch_semitones", "speech.voices", "speech.held_out_voices",
                   "music.seconds", "mix.snr_db"):
         _need(cfg, field, source)
+    weights = cfg["speech"].get("engine_weights", {})
+    if not isinstance(weights, dict) or set(weights) - {"espeak-ng", "flite", "festival"} or any(
+            not isinstance(w, (int, float)) or w < 0 for w in weights.values()):
+        raise SynthConfigError(f"{source}: field 'speech.engine_weights' must map espeak-ng/flite/festival "
+                               f"to numbers >= 0, got {weights!r}")
     counts = cfg.get("counts")
     if counts is not None:
         for split, table in counts.items():
