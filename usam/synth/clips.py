@@ -54,7 +54,7 @@ def _spoken(split, rng, nrng, ctx, workdir):
 
 def speech_clip(split, rng, nrng, ctx: Context, workdir: Path):
     sentence, audio, info = _spoken(split, rng, nrng, ctx, workdir)
-    audio = peak_normalise(audio, rng.uniform(*SPEECH_PEAK_DB))
+    audio = sounds.add_noise_floor(peak_normalise(audio, rng.uniform(*SPEECH_PEAK_DB)), nrng)
     lines = [{"suffix": "asr", "task": "asr", "text": sentence.en}]
     for lang in ctx.cfg["speech"].get("s2tt_langs", ["zh"]):
         lines.append({"suffix": f"s2tt-{lang}", "task": "s2tt", "text": sentence.zh, "lang": lang,
@@ -79,6 +79,7 @@ def music_clip(split, rng, nrng, ctx: Context, workdir: Path):
     cfg = ctx.cfg["music"]
     piece = music.sample_piece(rng, cfg)
     audio = peak_normalise(music.render(piece, rng, ctx.soundfont, workdir), rng.uniform(-6.0, -1.0))
+    audio = sounds.add_noise_floor(audio, nrng)
     info = {"label": piece.instrument, "attributes": asdict(piece), "program": music.INSTRUMENTS[piece.instrument]}
     answers = {"instrument": piece.instrument, "tempo": piece.tempo, "mode": piece.mode,
                "drums": "yes" if piece.drums else "no"}
@@ -111,7 +112,7 @@ def mix_clip(split, rng, nrng, ctx: Context, workdir: Path):
     voice_part = np.zeros(total, dtype=np.float32)
     voice_part[lead:lead + voice_audio.size] = voice_audio
     gain = rms(voice_audio) / max(rms(background), 1e-9) / (10.0 ** (snr / 20.0))
-    audio = peak_normalise(voice_part + gain * background, rng.uniform(-3.0, -1.0))
+    audio = sounds.add_noise_floor(peak_normalise(voice_part + gain * background, rng.uniform(-3.0, -1.0)), nrng)
     info["snr_db"] = round(snr, 2)
     info["has_music"] = has_music
     lines = [{"suffix": "asr", "task": "asr", "text": sentence.en},

@@ -63,18 +63,22 @@ def _hump(n: int) -> np.ndarray:
     return np.sin(np.linspace(0.0, np.pi, n)) ** 0.5
 
 
-def _event(label: str, ev: SoundEvent, rng: np.random.Generator) -> np.ndarray:
-    """One event (float64, ends at zero)."""
+def _event(label: str, ev: SoundEvent, rng: np.random.Generator, u: float) -> np.ndarray:
+    """One event (float64, ends at zero). `u` in [0, 1) places the pitch within the class's range and is
+    drawn once per clip, so the repeated events of a clip come from one source."""
     high = ev.pitch == "high"
+
+    def pick(lo: float, hi: float) -> float:
+        return lo + u * (hi - lo)
     dur = {"short": rng.uniform(0.08, 0.18), "long": rng.uniform(0.35, 0.6)}.get(ev.length, 0.0)
     if label == "beep":
         n = int(dur * SR)
-        f = rng.uniform(1500, 3000) if high else rng.uniform(300, 600)
+        f = pick(1500, 3000) if high else pick(300, 600)
         x = np.sin(2 * np.pi * f * _t(n))
         return fade(x, int(0.005 * SR), int(0.005 * SR))
     if label == "chirp":
         n = int(dur * SR)
-        f0 = rng.uniform(2000, 3000) if high else rng.uniform(400, 700)
+        f0 = pick(2000, 3000) if high else pick(400, 700)
         f1 = f0 * rng.uniform(1.5, 2.2)
         phase = 2 * np.pi * np.cumsum(np.linspace(f0, f1, n)) / SR
         return fade(np.sin(phase), int(0.005 * SR), int(0.01 * SR))
@@ -83,20 +87,20 @@ def _event(label: str, ev: SoundEvent, rng: np.random.Generator) -> np.ndarray:
         return fade(rng.standard_normal(n) * 0.3, int(0.003 * SR), int(0.02 * SR))
     if label == "knock":
         n = int(0.12 * SR)
-        f = rng.uniform(500, 900) if high else rng.uniform(150, 260)
+        f = pick(500, 900) if high else pick(150, 260)
         t = _t(n)
         x = np.sin(2 * np.pi * f * t) * np.exp(-t / 0.025) + 0.3 * rng.standard_normal(n) * np.exp(-t / 0.004)
         return fade(x, 0, int(0.01 * SR))
     if label == "bell":
         n = int(0.9 * SR)
-        f = rng.uniform(800, 1400) if high else rng.uniform(250, 450)
+        f = pick(800, 1400) if high else pick(250, 450)
         t = _t(n)
         x = sum(a * np.sin(2 * np.pi * f * r * t) * np.exp(-t / (0.22 / r ** 0.5))
                 for r, a in ((1.0, 1.0), (2.0, 0.5), (2.76, 0.4), (5.4, 0.25), (8.93, 0.1)))
         return fade(x, int(0.002 * SR), int(0.05 * SR))
     if label == "dog bark":
         n = int(rng.uniform(0.18, 0.3) * SR)
-        f0 = rng.uniform(450, 650) if high else rng.uniform(180, 320)
+        f0 = pick(450, 650) if high else pick(180, 320)
         contour = f0 * (1.0 + 0.35 * np.sin(np.linspace(0.0, np.pi, n)))
         phase = 2 * np.pi * np.cumsum(contour) / SR
         x = sum(np.sin(k * phase) / k for k in range(1, 9)) + 0.2 * rng.standard_normal(n)
@@ -164,12 +168,13 @@ def render_event(ev: SoundEvent, rng: np.random.Generator, cfg: dict) -> np.ndar
     if ev.label in COUNTED:
         pieces = [np.zeros(int(rng.uniform(0.2, 0.5) * SR))]
         position = pieces[0].size
+        u = float(rng.uniform())
         for i in range(ev.count):
             if i:
                 gap = np.zeros(int(rng.uniform(0.25, 0.5) * SR))
                 pieces.append(gap)
                 position += gap.size
-            event = _event(ev.label, ev, rng)
+            event = _event(ev.label, ev, rng, u)
             ev.onsets.append(round(position / SR, 4))
             pieces.append(event)
             position += event.size
@@ -179,8 +184,12 @@ def render_event(ev: SoundEvent, rng: np.random.Generator, cfg: dict) -> np.ndar
         lo, hi = cfg.get("continuous_seconds", (2.0, 5.0))
         x = _continuous(ev, rng.uniform(lo, hi), rng)
     x = peak_normalise(x, LOUDNESS_DB[ev.loudness])
-    floor = rng.standard_normal(x.size) * db_to_gain(NOISE_FLOOR_DB)
-    return (x + floor).astype(np.float32)
+    return add_noise_floor(x, rng)
+
+
+def add_noise_floor(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Add a faint hiss at NOISE_FLOOR_DB so no stretch of a clip is digital silence (espeak-ng pads with zeros)."""
+    return (x + rng.standard_normal(x.size) * db_to_gain(NOISE_FLOOR_DB)).astype(np.float32)
 
 
 def background_noise(kind: str, seconds: float, rng: np.random.Generator) -> np.ndarray:
