@@ -88,25 +88,23 @@ def test_perfect_captions_with_distinct_words_get_cider_d_10_and_beat_wrong_ones
     assert 0.0 <= wrong["meteor"] < perfect["meteor"] <= 1.0
 
 
-def test_spice_spider_and_fense_are_unavailable_without_their_files(scores, tmp_path, monkeypatch):
-    # The scores fixture ran on this machine, which has neither the CoreNLP jars nor aac-metrics.
-    ok, _ = spice_status()
-    if not ok:
-        assert scores["spice"]["status"] == "unavailable" and "stanford-corenlp-3.6.0" in scores["spice"]["reason"]
-        assert scores["spider"]["status"] == "unavailable"
-    # Detection without downloading: a SPICE folder without the jars, then with them.
+def test_spice_spider_and_fense_are_unavailable_without_their_files(tmp_path, monkeypatch):
+    # Detection without downloading: a SPICE folder without the CoreNLP jars, and no FENSE checkpoint.
     (tmp_path / "lib").mkdir()
     monkeypatch.setattr(captioning, "_package_dir", lambda module: tmp_path)
+    monkeypatch.setenv("FENSE_DATA", str(tmp_path / "no_fense"))
     ok, reason = spice_status()
     assert not ok and "stanford-corenlp-3.6.0-models.jar" in reason
+    out = caption_metrics(["a dog barks"], [["a dog barks"]])
+    for name in ("spice", "spider", "fense"):
+        assert out[name]["status"] == "unavailable" and out[name]["reason"], name
+    assert "CoreNLP" in out["spider"]["reason"]
+    assert out["bleu_1"] == pytest.approx(1.0)  # the other metrics are still computed
+    assert "spice" not in caption_metrics(["a dog barks"], [["a dog barks"]], spice="off", fense="off")
+    # With the jars in place SPICE counts as available (it is not run here).
     for jar in captioning.SPICE_JARS:
         (tmp_path / "lib" / jar).write_bytes(b"")
     assert spice_status() == (True, "ok")
-    # FENSE with no checkpoint folder: reported unavailable, never 0.
-    monkeypatch.setenv("FENSE_DATA", str(tmp_path / "no_fense"))
-    out = caption_metrics(["a dog barks"], [["a dog barks"]], spice="off")
-    assert out["fense"]["status"] == "unavailable" and out["fense"]["reason"]
-    assert "spice" not in out
 
 
 def test_bad_input_is_named():
