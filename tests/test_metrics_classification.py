@@ -39,7 +39,7 @@ def test_accuracy_unmapped_rate_and_per_class_counts():
 
 
 def test_default_label_set_is_the_references_and_bad_input_is_named():
-    out = classification_metrics(["cat", "dgo"], ["cat", "dog"])
+    out = classification_metrics(["cat", "dgo"], [["cat"], "dog"])
     assert out["accuracy"] == 100.0 and out["details"]["labels"] == ["cat", "dog"]
     with pytest.raises(ValueError, match=r"reference 0 \('cow'\) is not in the label set"):
         classification_metrics(["cow"], ["cow"], labels=["dog"])

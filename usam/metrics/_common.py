@@ -28,6 +28,15 @@ def reference_list(name: str, i: int, ref, *, allow_empty_list: bool = False) ->
     return list(refs)
 
 
+def single_reference(name: str, i: int, ref) -> str:
+    """One item's single reference: a string, or a list holding exactly one (as manifests store `text`)."""
+    if isinstance(ref, (list, tuple)) and len(ref) == 1:
+        ref = ref[0]
+    if not isinstance(ref, str):
+        raise TypeError(f"{name}: reference {i} must be one string (or a list of one string), got {ref!r:.80}")
+    return ref
+
+
 def unavailable(reason: str) -> dict:
     """How an optional metric whose files are missing is reported (never as 0)."""
     return {"status": "unavailable", "reason": reason}

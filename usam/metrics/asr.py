@@ -18,7 +18,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Callable, Sequence
 
-from usam.metrics._common import check_pairs
+from usam.metrics._common import check_pairs, single_reference
 
 NORMALIZERS = ("english", "basic", "none")
 
@@ -63,9 +63,7 @@ def asr_metrics(predictions: Sequence[str], references: Sequence[str], *, normal
     import jiwer
 
     check_pairs("asr", predictions, references)
-    for i, r in enumerate(references):
-        if not isinstance(r, str):
-            raise TypeError(f"asr: reference {i} is {type(r).__name__}, expected str (one transcript)")
+    references = [single_reference("asr", i, r) for i, r in enumerate(references)]
     norm = text_normalizer(normalizer)
     hyps = [_clean(norm(p)) for p in predictions]
     refs = [_clean(norm(r)) for r in references]

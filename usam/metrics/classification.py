@@ -16,7 +16,7 @@ import re
 import string
 from typing import Mapping, Sequence
 
-from usam.metrics._common import check_pairs
+from usam.metrics._common import check_pairs, single_reference
 
 UNMAPPED = "<unmapped>"
 _PUNCT = re.compile("[" + re.escape(string.punctuation) + "]")
@@ -85,6 +85,7 @@ def classification_metrics(predictions: Sequence[str], references: Sequence[str]
     (compared after normalisation). aliases: {label: [other spellings]} accepted as exact matches.
     """
     check_pairs("cls", predictions, references)
+    references = [single_reference("cls", i, r) for i, r in enumerate(references)]
     if labels is None:
         labels = sorted({r for r in references if isinstance(r, str)})
     labels = list(labels)
@@ -100,7 +101,7 @@ def classification_metrics(predictions: Sequence[str], references: Sequence[str]
     rules = {"exact": 0, "contains": 0, "similar": 0, "unmapped": 0}
     per_item = []
     for i, (pred, ref) in enumerate(zip(predictions, references)):
-        if not isinstance(ref, str) or normalize_label(ref) not in by_form:
+        if normalize_label(ref) not in by_form:
             raise ValueError(f"cls: reference {i} ({ref!r}) is not in the label set")
         ref_label = by_form[normalize_label(ref)]
         mapped, rule, sim = map_to_label(pred, labels, min_similarity=min_similarity, _forms=forms)
