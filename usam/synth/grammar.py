@@ -73,6 +73,33 @@ def _build_slots() -> dict[str, list[Phrase]]:
         "pages": [(en_number(n), zh_count(n)) for n in range(10, 100)],
         "room": [(en_number(n), zh_number(n)) for n in range(1, 61)],
         "bus": [(en_number(n), zh_number(n)) for n in range(1, 100)],
+        "clock2": clock_times(),
+        "a_job": [(_article(en), zh) for en, zh in lx.JOBS],
+        "language": lx.LANGUAGES,
+        "dish": lx.DISHES,
+        "transport": lx.TRANSPORT,
+        "appliance": lx.APPLIANCES,
+        "topic": lx.TOPICS,
+        "ailment": lx.AILMENTS,
+        "sibling_n": _counted(lx.SIBLINGS, range(1, 8)),
+        "building": lx.BUILDINGS,
+        "street": lx.STREETS,
+        "room_of_house": lx.ROOMS,
+        "season": lx.SEASONS,
+        "chore": lx.CHORES,
+        "phrase": lx.PHRASES,
+        "animal_sg": [(sg, zh) for sg, _pl, zh, _mw in lx.ANIMALS],
+        "animal_mw": [(sg, f"{mw}") for sg, _pl, _zh, mw in lx.ANIMALS],
+        "animals_pl": [(pl, zh) for _sg, pl, zh, _mw in lx.ANIMALS],
+        "food_pl": [(pl, zh) for _sg, pl, zh, _mw in lx.FOODS if " of " not in pl],
+        "people_count": [(en_number(n), zh_count(n)) for n in range(2, 13)],
+        "percent": [(en_number(n), zh_number(n)) for n in range(2, 61)],
+        "goals": [(en_number(n), zh_count(n)) for n in range(2, 10)],
+        "km": [(en_number(n), zh_count(n)) for n in range(2, 43)],
+        "months_n": [(en_number(n), zh_count(n)) for n in range(2, 19)],
+        "floors_n": [(en_number(n), zh_count(n)) for n in range(2, 41)],
+        "years_n": [(en_number(n), zh_count(n)) for n in range(2, 21)],
+        "house_number": [(en_number(n), zh_number(n)) for n in range(1, 201)],
     }
 
 
@@ -118,6 +145,44 @@ TEMPLATES: list[Phrase] = [
     ("{subj} lost {thing_n} {past}.", "{subj}{past}丢了{thing_n}。"),
     ("{subj} will be back at {clock}.", "{subj}会在{clock}回来。"),
     ("My favourite colour is {colour}.", "我最喜欢的颜色是{colour}。"),
+    ("{phrase}", "{phrase}"),
+    ("{name} works as {a_job}.", "{name}是一名{a_job}。"),
+    ("{name} wants to be {a_job} one day.", "{name}希望有一天能成为{a_job}。"),
+    ("{subj} can speak {language} very well.", "{subj}{language}说得很好。"),
+    ("{name} has been learning {language} for {years_n} years.", "{name}学{language}已经{years_n}年了。"),
+    ("A table for {people_count}, please.", "请给我们一张{people_count}人的桌子。"),
+    ("{subj} takes the {transport} to work every day.", "{subj}每天坐{transport}去上班。"),
+    ("It takes {minutes} minutes to walk to {the_place}.", "走到{the_place}要{minutes}分钟。"),
+    ("{subj} cooked {dish} for dinner {past}.", "{subj}{past}晚饭做了{dish}。"),
+    ("{subj} would like to eat {dish} tonight.", "{subj}今天晚上想吃{dish}。"),
+    ("The {animal_sg} is sleeping under the {furniture}.", "{animal_sg}在{furniture}下面睡觉。"),
+    ("{subj} is afraid of {animals_pl}.", "{subj}害怕{animals_pl}。"),
+    ("{subj} lives in {city}.", "{subj}住在{city}。"),
+    ("{subj} moved to {city} in {year}.", "{subj}在{year}年搬到了{city}。"),
+    ("The museum opens at {clock} and closes at {clock2}.", "博物馆{clock}开门，{clock2}关门。"),
+    ("How long does it take to get to {city}?", "去{city}要多长时间？"),
+    ("It is {degrees} degrees in {city} today.", "{city}今天{degrees}度。"),
+    ("{subj} has {sibling_n}.", "{subj}有{sibling_n}。"),
+    ("Please turn off the {appliance} before you leave.", "走之前请关掉{appliance}。"),
+    ("The {appliance} in the kitchen is broken.", "厨房里的{appliance}坏了。"),
+    ("{subj} is reading a book about {topic}.", "{subj}在看一本关于{topic}的书。"),
+    ("{subj} has {ailment}.", "{subj}{ailment}。"),
+    ("{subj} should see a doctor {future}.", "{subj}{future}应该去看医生。"),
+    ("The price of {food_pl} went up by {percent} percent.", "{food_pl}的价格上涨了百分之{percent}。"),
+    ("Our team scored {goals} goals {past}.", "我们队{past}进了{goals}个球。"),
+    ("{subj} ran {km} kilometres this morning.", "{subj}今天早上跑了{km}公里。"),
+    ("The baby is {months_n} months old.", "宝宝{months_n}个月大了。"),
+    ("The {building} has {floors_n} floors.", "这栋{building}有{floors_n}层。"),
+    ("My address is {house_number} {street} Street.", "我的地址是{street}街{house_number}号。"),
+    ("Please call me back in {minutes} minutes.", "请{minutes}分钟后给我回电话。"),
+    ("There is a {colour} car in front of {the_place}.", "{the_place}前面有一辆{colour}的汽车。"),
+    ("{subj} painted the {room_of_house} {colour}.", "{subj}把{room_of_house}刷成了{colour}。"),
+    ("Did you see the {colour} {animal_sg}?", "你看到那{animal_mw}{colour}的{animal_sg}了吗？"),
+    ("{subj} is going to {the_place} to buy {food_pl}.", "{subj}要去{the_place}买{food_pl}。"),
+    ("{season} is my favourite season.", "{season}是我最喜欢的季节。"),
+    ("In {season}, {subj} likes {activity}.", "{season}的时候，{subj}喜欢{activity}。"),
+    ("We need to leave in {minutes} minutes.", "我们得在{minutes}分钟后出发。"),
+    ("Remember to {chore} before {clock}.", "记得在{clock}之前{chore}。"),
 ]
 
 _SLOT_RE = re.compile(r"{(\w+)}")
@@ -139,13 +204,15 @@ def _slot_names(template: str) -> list[str]:
     return _SLOT_RE.findall(template)
 
 
+# Chinese-only renderings of an English slot: they take the same index as that slot.
+PAIRED = {"thing_sg": "object_sg", "the_place": "a_place", "animal_mw": "animal_sg"}
+
+
 def _check_templates() -> None:
-    # Both sides must name the same slots, except the paired forms that render one English slot two ways
-    # in Chinese (thing_sg <- object_sg, the_place <- a_place).
-    paired = {"thing_sg": "object_sg", "the_place": "a_place"}
+    """Both sides of each template name the same slots (up to PAIRED renderings)."""
     for i, (en, zh) in enumerate(TEMPLATES):
         en_slots = set(_slot_names(en))
-        zh_slots = {paired.get(s, s) if paired.get(s) in en_slots else s for s in _slot_names(zh)}
+        zh_slots = {PAIRED[s] if s in PAIRED and PAIRED[s] in en_slots else s for s in _slot_names(zh)}
         if en_slots != zh_slots:
             raise AssertionError(f"template {i}: English slots {sorted(en_slots)} != Chinese {sorted(zh_slots)}")
 
@@ -169,7 +236,7 @@ def sample_sentence(rng: random.Random) -> Sentence:
                 pick = rng.randrange(len(table[name]))
         chosen[name] = pick
     # Chinese-only forms share the index of their English slot (same list order by construction).
-    for zh_name, en_name in (("thing_sg", "object_sg"), ("the_place", "a_place")):
+    for zh_name, en_name in PAIRED.items():
         if en_name in chosen and zh_name not in chosen:
             chosen[zh_name] = chosen[en_name]
     en = _SLOT_RE.sub(lambda m: table[m.group(1)][chosen[m.group(1)]][0], en_t)

@@ -116,3 +116,64 @@ FEELINGS = [("tired", "累"), ("happy", "开心"), ("hungry", "饿"), ("cold", "
 
 FURNITURE = [("table", "桌子"), ("chair", "椅子"), ("shelf", "架子"), ("desk", "书桌"), ("bed", "床"),
              ("sofa", "沙发"), ("floor", "地板"), ("counter", "柜台")]
+
+JOBS = [("teacher", "老师"), ("doctor", "医生"), ("nurse", "护士"), ("driver", "司机"), ("cook", "厨师"),
+        ("farmer", "农民"), ("engineer", "工程师"), ("writer", "作家"), ("pilot", "飞行员"), ("lawyer", "律师"),
+        ("painter", "画家"), ("singer", "歌手"), ("police officer", "警察"), ("waiter", "服务员"),
+        ("scientist", "科学家"), ("architect", "建筑师"), ("photographer", "摄影师"), ("dentist", "牙医")]
+
+LANGUAGES = [("English", "英语"), ("French", "法语"), ("Chinese", "中文"), ("Spanish", "西班牙语"),
+             ("German", "德语"), ("Japanese", "日语"), ("Italian", "意大利语"), ("Russian", "俄语"),
+             ("Arabic", "阿拉伯语"), ("Korean", "韩语"), ("Portuguese", "葡萄牙语")]
+
+DISHES = [("fried rice", "炒饭"), ("chicken soup", "鸡汤"), ("vegetable soup", "蔬菜汤"), ("dumplings", "饺子"),
+          ("pasta", "意大利面"), ("fish and chips", "炸鱼薯条"), ("a salad", "沙拉"), ("pancakes", "煎饼"),
+          ("roast chicken", "烤鸡"), ("beef noodles", "牛肉面"), ("scrambled eggs", "炒鸡蛋"), ("a pizza", "披萨"),
+          ("curry", "咖喱"), ("a steak", "牛排")]
+
+TRANSPORT = [("bus", "公交车"), ("train", "火车"), ("subway", "地铁"), ("tram", "电车"), ("ferry", "渡轮")]
+
+APPLIANCES = [("television", "电视"), ("oven", "烤箱"), ("computer", "电脑"), ("radio", "收音机"),
+              ("heater", "暖气"), ("fan", "风扇"), ("washing machine", "洗衣机"), ("fridge", "冰箱"),
+              ("printer", "打印机"), ("kettle", "水壶")]
+
+TOPICS = [("history", "历史"), ("science", "科学"), ("cooking", "烹饪"), ("music", "音乐"), ("animals", "动物"),
+          ("the ocean", "海洋"), ("space", "太空"), ("art", "艺术"), ("health", "健康"), ("sport", "体育"),
+          ("travel", "旅行"), ("computers", "电脑"), ("gardening", "园艺"), ("the weather", "天气")]
+
+AILMENTS = [("a headache", "头疼"), ("a cold", "感冒了"), ("a fever", "发烧了"), ("a sore throat", "嗓子疼"),
+            ("a stomach ache", "肚子疼"), ("a toothache", "牙疼"), ("a cough", "咳嗽"), ("a backache", "背疼")]
+
+SIBLINGS = [("brother", "brothers", "兄弟", "个"), ("sister", "sisters", "姐妹", "个"),
+            ("child", "children", "孩子", "个"), ("cousin", "cousins", "表亲", "个"),
+            ("grandchild", "grandchildren", "孙子孙女", "个")]
+
+BUILDINGS = [("hotel", "酒店"), ("hospital", "医院"), ("office building", "办公楼"), ("library", "图书馆"),
+             ("school", "学校"), ("apartment building", "公寓楼")]
+
+STREETS = [("Oak", "橡树"), ("Park", "公园"), ("Green", "格林"), ("Market", "市场"), ("Church", "教堂"),
+           ("King", "国王"), ("River", "河滨"), ("Hill", "山丘"), ("Station", "车站"), ("Bridge", "桥")]
+
+ROOMS = [("kitchen", "厨房"), ("bedroom", "卧室"), ("living room", "客厅"), ("bathroom", "浴室"),
+         ("door", "门"), ("fence", "篱笆")]
+
+SEASONS = [("spring", "春天"), ("summer", "夏天"), ("autumn", "秋天"), ("winter", "冬天")]
+
+CHORES = [("water the plants", "给植物浇水"), ("feed the cat", "喂猫"), ("wash the dishes", "洗碗"),
+          ("clean the kitchen", "打扫厨房"), ("lock the car", "锁车"), ("take out the rubbish", "倒垃圾"),
+          ("buy some bread", "买些面包"), ("call the dentist", "给牙医打电话"), ("pay the rent", "交房租"),
+          ("charge your phone", "给手机充电"), ("close the windows", "关上窗户"), ("walk the dog", "遛狗")]
+
+# Whole everyday sentences without slots.
+PHRASES = [("Good morning, how are you?", "早上好，你好吗？"), ("Thank you very much for your help.", "非常感谢你的帮助。"),
+           ("I am sorry, I do not understand.", "对不起，我不明白。"), ("See you tomorrow.", "明天见。"),
+           ("What is your name?", "你叫什么名字？"), ("Nice to meet you.", "很高兴认识你。"),
+           ("Could you say that again?", "你能再说一遍吗？"), ("Let us have lunch together.", "我们一起吃午饭吧。"),
+           ("It is raining outside.", "外面在下雨。"), ("I forgot my keys at home.", "我把钥匙忘在家里了。"),
+           ("Happy birthday to you.", "祝你生日快乐。"), ("Please turn left at the corner.", "请在拐角处左转。"),
+           ("Please turn right at the traffic lights.", "请在红绿灯处右转。"), ("The water is too hot.", "水太热了。"),
+           ("My phone is not working.", "我的手机坏了。"), ("We are almost there.", "我们快到了。"),
+           ("Be careful, the floor is wet.", "小心，地板是湿的。"), ("Can I have the bill, please?", "请给我账单好吗？"),
+           ("Excuse me, where is the toilet?", "请问，洗手间在哪里？"), ("I will call you later.", "我晚点给你打电话。"),
+           ("The shop is closed today.", "商店今天关门。"), ("Have a nice weekend.", "周末愉快。"),
+           ("Do you speak English?", "你会说英语吗？"), ("I would like a glass of water.", "我想要一杯水。")]
