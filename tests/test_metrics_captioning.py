@@ -112,3 +112,21 @@ def test_bad_input_is_named():
         caption_metrics(["a", "b"], [["a"], []], spice="off", fense="off")
     with pytest.raises(ValueError, match="option spice='yes'"):
         caption_metrics(["a"], [["a"]], spice="yes")
+
+
+def test_a_failed_meteor_call_does_not_block_the_next_one(monkeypatch):
+    broken = captioning._meteor_scorer()
+    monkeypatch.setattr(broken, "_stat", lambda *a: (_ for _ in ()).throw(BrokenPipeError("java died")))
+    with pytest.raises(BrokenPipeError):
+        caption_metrics(["a dog barks"], [["a dog barks"]], spice="off", fense="off")
+    assert not broken.lock.locked()
+    assert captioning._meteor_scorer() is not broken  # a fresh process serves the next call
+    out = caption_metrics(["a dog barks"], [["a dog barks"]], spice="off", fense="off")
+    assert 0.0 < out["meteor"] <= 1.0
+
+
+def test_missing_java_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(captioning.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="install default-jre-headless"):
+        caption_metrics(["a"], [["a"]])
+    assert spice_status() == (False, "java is not on PATH (install default-jre-headless)")

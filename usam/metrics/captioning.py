@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
@@ -45,8 +46,6 @@ def _package_dir(module: str) -> Path | None:
 
 def spice_status() -> tuple[bool, str]:
     """(available, reason): whether SPICE can run here without downloading anything."""
-    import shutil
-
     if shutil.which("java") is None:
         return False, "java is not on PATH (install default-jre-headless)"
     spice_dir = _package_dir("pycocoevalcap.spice")
@@ -84,6 +83,19 @@ def _meteor_scorer():
     from pycocoevalcap.meteor.meteor import Meteor
 
     return Meteor()
+
+
+def _meteor(gts: dict, res: dict) -> tuple[float, list[float]]:
+    scorer = _meteor_scorer()
+    try:
+        return scorer.compute_score(gts, res)
+    except Exception:
+        # pycocoevalcap's Meteor keeps its lock when a call fails, and its __del__ waits for that lock:
+        # release it and drop the instance, so that the next call starts a fresh Java process.
+        _meteor_scorer.cache_clear()
+        if scorer.lock.locked():
+            scorer.lock.release()
+        raise
 
 
 def _tokenize(captions: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -130,6 +142,9 @@ def caption_metrics(predictions: Sequence[str], references: Sequence, *, spice: 
     from pycocoevalcap.rouge.rouge import Rouge
 
     check_pairs("captioning", predictions, references)
+    if shutil.which("java") is None:
+        raise RuntimeError("captioning metrics need Java (the PTB tokenizer and METEOR run on it) and `java` "
+                           "is not on PATH: install default-jre-headless (scripts/apt-packages.txt)")
     for name, mode in (("spice", spice), ("fense", fense)):
         if mode not in OPTIONAL_MODES:
             raise ValueError(f"captioning: option {name}={mode!r}; expected one of {OPTIONAL_MODES}")
@@ -139,7 +154,7 @@ def caption_metrics(predictions: Sequence[str], references: Sequence, *, spice: 
     res = _tokenize({k: [p] for k, p in zip(keys, predictions)})
 
     bleu, bleu_items = Bleu(4).compute_score(gts, res, verbose=0)
-    meteor, meteor_items = _meteor_scorer().compute_score(gts, res)
+    meteor, meteor_items = _meteor(gts, res)
     rouge, rouge_items = Rouge().compute_score(gts, res)
     cider, cider_items = Cider().compute_score(gts, res)
 
