@@ -1,0 +1,92 @@
+"""`usam eval`: evaluate a model folder on a registered benchmark or on a manifest."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "evaluate a model folder on a benchmark (predictions.jsonl, metrics.json, metrics.md)"
+DESCRIPTION = """Evaluate a U-SAM model folder on a registered benchmark (--benchmark NAME --data-root DIR, see
+configs/eval/benchmarks.yaml) or on a manifest (--manifest FILE [--task TASK]). Batched, left-padded generation,
+greedy by default, on full-length audio; batches are cut by padded audio seconds. Writes predictions.jsonl (one
+line per item, with per-item metrics), metrics.json (per-task metrics, generation settings, expert usage per
+task) and metrics.md into --out. A bad manifest line or audio file stops the run with file, line and reason.
+Several processes: torchrun --nproc-per-node N -m usam.cli eval ... (or eval/evaluate.py): each rank generates
+its share and rank 0 merges and scores."""
+
+
+def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared with `usam ablate`."""
+    g = parser.add_argument_group("generation")
+    g.add_argument("--max-audio-seconds", type=float, default=240.0,
+                   help="cap on the padded audio seconds of a batch: len(batch) * longest clip (default 240)")
+    g.add_argument("--batch-size", type=int, default=32,
+                   help="cap on the samples of a batch (default 32); 1 generates one sample at a time")
+    g.add_argument("--max-new-tokens", type=int, default=None,
+                   help="one token budget for every task (default: each task's value from the registry)")
+    g.add_argument("--num-beams", type=int, default=1, help="beam search width (default 1: greedy)")
+    g.add_argument("--repetition-penalty", type=float, default=1.0, help="transformers' repetition_penalty (default 1.0)")
+    g.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK when a GPU is present, else cpu)")
+    g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for audio decoding (default 0)")
+    g.add_argument("--manifest-instructions", action="store_true",
+                   help="use the manifest's own instruction where an item has one (default: the task's fixed "
+                   "evaluation prompt; qa always takes the item's question)")
+    g.add_argument("--limit", type=int, default=None, help="evaluate only the first N items of the manifest (smoke tests)")
+    g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="model folder (written by save_pretrained / training)")
+    parser.add_argument("--out", required=True, help="output folder for predictions.jsonl, metrics.json, metrics.md")
+    src = parser.add_argument_group("what to evaluate (a benchmark or a manifest)")
+    src.add_argument("--benchmark", default=None, help="a benchmark name of the registry")
+    src.add_argument("--data-root", default=None, help="root of the prepared data (${data_root} in the registry)")
+    src.add_argument("--synth-dir", default=None, help="synthetic corpus folder (default DATA_ROOT/synth)")
+    src.add_argument("--registry", default=None, help="benchmark registry YAML (default configs/eval/benchmarks.yaml)")
+    src.add_argument("--manifest", default=None,
+                     help="a manifest to evaluate (with --benchmark: replaces the registry's path)")
+    src.add_argument("--task", default=None,
+                     help="the manifest's task, or 'mixed' (each item scored by its own task's metric); default: "
+                     "the manifest's one task, or mixed when it has several")
+    parser.add_argument("--model-name", default=None, help="the model's name in metrics.json (default: the folder path)")
+    add_generation_arguments(parser)
+
+
+def settings_from_args(args):
+    from usam.evaluation.generation import GenerationSettings
+
+    return GenerationSettings(num_beams=args.num_beams, repetition_penalty=args.repetition_penalty,
+                              max_audio_seconds=args.max_audio_seconds, max_batch_size=args.batch_size,
+                              max_new_tokens=args.max_new_tokens)
+
+
+def main(args: argparse.Namespace) -> int:
+    import sys
+
+    from usam.errors import DataError
+    from usam.evaluation.registry import load_registry
+    from usam.evaluation.runner import evaluate
+
+    if args.benchmark is None and args.manifest is None:
+        print("usam eval: error: give --benchmark NAME --data-root DIR, or --manifest FILE", file=sys.stderr)
+        return 2
+    try:
+        benchmark = None
+        if args.benchmark is not None:
+            registry = load_registry(args.registry)
+            if args.benchmark not in registry:
+                print(f"usam eval: error: unknown benchmark {args.benchmark!r}; known: {', '.join(registry)}",
+                      file=sys.stderr)
+                return 2
+            benchmark = registry[args.benchmark]
+        result = evaluate(args.model, benchmark, args.out, manifest=args.manifest, task=args.task,
+                          data_root=args.data_root, synth_dir=args.synth_dir, settings=settings_from_args(args),
+                          model_name=args.model_name, device=args.device, workers=args.workers,
+                          progress=not args.no_progress, manifest_instructions=args.manifest_instructions,
+                          limit=args.limit)
+    except (DataError, ValueError, FileNotFoundError) as err:
+        print(f"usam eval: error: {err}", file=sys.stderr)
+        return 1
+    if result is not None:
+        print(open(f"{args.out}/metrics.md", encoding="utf-8").read(), end="")
+        print(f"wrote {args.out}/predictions.jsonl, metrics.json, metrics.md ({result['n']} items, "
+              f"{result['run']['seconds']:.1f} s)")
+    return 0

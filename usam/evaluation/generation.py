@@ -1,0 +1,112 @@
+"""Batched generation for evaluation: left-padded prompts, deterministic decoding, routing weights per sample.
+
+`BatchGenerator(model, processor, settings)(audios, instructions, max_new_tokens)` -> `GenerationResult`.
+The expert usage comes from the forward pass of the prompt inside `model.generate` (the projector runs
+once per batch, on the prompt): a forward hook on `model.projector` keeps its routing weights
+`(C, N, E)` and the token mask `(C, N)`, so no second forward pass is needed.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class GenerationSettings:
+    do_sample: bool = False           # greedy by default (deterministic benchmark numbers)
+    num_beams: int = 1
+    repetition_penalty: float = 1.0
+    max_audio_seconds: float = 240.0  # cap on the padded audio seconds of a batch (len(batch) * longest clip)
+    max_batch_size: int | None = 32   # cap on the samples of a batch
+    max_new_tokens: int | None = None  # overrides every task's registry value when set
+
+    def __post_init__(self):
+        if self.num_beams < 1:
+            raise ValueError(f"num_beams must be >= 1, got {self.num_beams}")
+        if not self.max_audio_seconds > 0:
+            raise ValueError(f"max_audio_seconds must be > 0, got {self.max_audio_seconds}")
+        if self.max_batch_size is not None and self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+    def generate_kwargs(self) -> dict:
+        kwargs = {"do_sample": self.do_sample, "num_beams": self.num_beams}
+        if self.repetition_penalty != 1.0:
+            kwargs["repetition_penalty"] = self.repetition_penalty
+        return kwargs
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class GenerationResult:
+    texts: list[str]                 # decoded, special tokens skipped
+    new_tokens: list[int]            # tokens generated per sample, up to and including the end-of-turn token
+    finished: list[bool]             # False: the sample stopped at max_new_tokens without an end token
+    expert_sums: np.ndarray | None   # (B, E) routing weights summed over the sample's valid audio tokens
+    audio_tokens: list[int]          # valid audio tokens per sample
+
+
+def end_token_ids(tokenizer) -> set[int]:
+    """The ids that end an answer: EOS and ChatML's <|im_end|> (the ones USAMModel.generate stops at)."""
+    ids = {tokenizer.eos_token_id}
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if im_end not in (None, tokenizer.unk_token_id):
+        ids.add(im_end)
+    return {i for i in ids if i is not None}
+
+
+class BatchGenerator:
+    def __init__(self, model, processor, settings: GenerationSettings | None = None):
+        self.model = model
+        self.processor = processor
+        self.settings = settings or GenerationSettings()
+        self.end_ids = end_token_ids(processor.tokenizer)
+        self._captured: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._hook = model.projector.register_forward_hook(self._capture)
+
+    def _capture(self, module, args, output) -> None:
+        mask = args[1]  # (C, N) valid audio tokens
+        self._captured.append((output.weights.detach().float(), mask.detach()))
+
+    def close(self) -> None:
+        self._hook.remove()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @torch.no_grad()
+    def __call__(self, audios: list[np.ndarray], instructions: list[str], max_new_tokens: int) -> GenerationResult:
+        batch = self.processor(audios=audios, instructions=instructions)  # left padded, generation prompt
+        batch = batch.to(self.model.device)
+        self._captured.clear()
+        ids = self.model.generate(**batch, max_new_tokens=max_new_tokens, **self.settings.generate_kwargs())
+        texts = self.processor.batch_decode(ids)
+        new_tokens, finished = [], []
+        for row in ids.tolist():
+            end = next((i for i, t in enumerate(row) if t in self.end_ids), None)
+            finished.append(end is not None)
+            new_tokens.append(len(row) if end is None else end + 1)
+        expert_sums, audio_tokens = self._routing(batch, len(audios))
+        return GenerationResult(texts, new_tokens, finished, expert_sums, audio_tokens)
+
+    def _routing(self, batch, n_samples: int):
+        if not self._captured:
+            return None, [0] * n_samples
+        weights, mask = self._captured[0]  # the prompt's pass: (C, N, E), (C, N)
+        owner = batch.get("audio_sample_index")
+        owner = torch.arange(weights.shape[0]) if owner is None else owner.cpu()
+        sums = torch.zeros(n_samples, weights.shape[-1])
+        counts = torch.zeros(n_samples, dtype=torch.long)
+        masked = (weights * mask[..., None]).sum(1).cpu()  # (C, E); weights are already 0 on invalid tokens
+        sums.index_add_(0, owner, masked)
+        counts.index_add_(0, owner, mask.sum(1).cpu().long())
+        return sums.numpy(), counts.tolist()
