@@ -152,6 +152,9 @@ def test_rerun_reuses_a_complete_folder_and_redoes_a_changed_one(corpus, tmp_pat
     before = {p: p.stat().st_mtime_ns for p in copy.rglob("*.wav")}
     assert generate_corpus(copy, load_config(TINY), jobs=1, progress=False)["reused"] is True
     assert before == {p: p.stat().st_mtime_ns for p in copy.rglob("*.wav")}
+    next(iter(before)).unlink()  # an incomplete folder is regenerated
+    assert generate_corpus(copy, load_config(TINY), jobs=1, progress=False)["reused"] is False
+    assert folder_digest(copy) == folder_digest(out)
     cfg = load_config(TINY)
     cfg["counts"] = {"train": {"sound": 2}, "valid": {"sound": 1}, "test": {"sound": 1}}
     meta = generate_corpus(copy, cfg, seed=1, jobs=1, progress=False)

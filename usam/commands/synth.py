@@ -42,6 +42,9 @@ def main(args: argparse.Namespace) -> int:
     except (MissingToolError, SynthConfigError) as err:
         print(f"usam synth: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:  # a synthesiser failed on a clip; the message names the clip and the command
+        print(f"usam synth: error: {err}", file=sys.stderr)
+        return 1
     elapsed = time.perf_counter() - start
     state = "reused" if meta["reused"] else "generated"
     sizes = ", ".join(f"{s}: {v['clips']} clips/{v['lines']} lines" for s, v in meta["sizes"].items())

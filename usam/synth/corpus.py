@@ -134,6 +134,19 @@ def _clear_previous(out: Path) -> None:
     (out / "metadata.json").unlink(missing_ok=True)
 
 
+def _complete(out: Path) -> bool:
+    """Every split manifest is there and every audio file it names exists."""
+    for split in SPLITS:
+        manifest = out / f"{split}.jsonl"
+        if not manifest.is_file():
+            return False
+        with open(manifest, encoding="utf-8") as f:
+            for line in f:
+                if not (out / json.loads(line)["audio"]).is_file():
+                    return False
+    return True
+
+
 def _metadata(cfg, seed, hours, counts, manifests, ctx, tools) -> dict:
     sizes = {}
     voices = {}
@@ -183,7 +196,7 @@ def generate_corpus(out_dir: str | Path, cfg: dict, *, hours: float | None = Non
             done = json.loads(marker.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             done = {}
-        if done.get("config_hash") == digest:
+        if done.get("config_hash") == digest and _complete(out):
             meta = json.loads((out / "metadata.json").read_text(encoding="utf-8"))
             meta["reused"] = True
             return meta
