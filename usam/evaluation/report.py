@@ -308,3 +308,8 @@ def write_report(run_paths: Iterable[str | Path], out_dir: str | Path, *, metric
     _atomic_write(csv_path, _csv(columns, rows))
     return {"runs": files, "markdown": md_path, "csv": csv_path, "bar_charts": charts, "heatmaps": heatmaps,
             "columns": columns, "rows": rows}
+
+
+# Public names for the evaluation runner (it writes metrics.md and its files with these).
+atomic_write = _atomic_write
+markdown_report = _markdown
