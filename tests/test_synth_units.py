@@ -194,3 +194,22 @@ def test_check_tools_names_the_missing_program(monkeypatch):
         check_tools(["text2wave"])
     with pytest.raises(MissingToolError, match=r"apt-get install -y fluid-soundfont-gm"):
         check_tools([], soundfont="/nonexistent/gm.sf2")
+
+
+def test_every_voice_of_the_pool_sounds_different(tmp_path):
+    """A voice id the synthesiser silently ignores (e.g. a variant after "en-gb") would duplicate another."""
+    import hashlib
+
+    from usam.synth import speech
+
+    cfg = load_config(TINY)["speech"]
+    style = speech.SpeechStyle(speed=1.0, pitch=0.0)
+    digests = {}
+    for voice in speech.voice_pool(cfg):
+        if voice.startswith("festival:"):
+            continue  # 0.5 s each; festival's two voices are different packages
+        audio = speech.synthesise(voice, "Hello there.", style, tmp_path)
+        assert np.abs(audio).max() > 0.01, voice
+        digests.setdefault(hashlib.sha256(audio.tobytes()).hexdigest(), []).append(voice)
+    duplicates = [v for v in digests.values() if len(v) > 1]
+    assert not duplicates
