@@ -185,3 +185,12 @@ def test_cli_generates(tmp_path, capsys):
     assert rc == 0 and "generated" in capsys.readouterr().out
     tasks = {line["task"] for line in read_lines(tmp_path / "c" / "train.jsonl")}
     assert {"asr", "s2tt", "aac", "cls"} <= tasks <= {"asr", "s2tt", "aac", "cls", "qa"}
+
+
+def test_default_config_scales_to_the_requested_hours(tmp_path):
+    meta = generate_corpus(tmp_path / "c", load_config(), hours=0.02, jobs=2, progress=False)
+    assert 0.6 * 0.02 < meta["hours"] < 1.6 * 0.02
+    assert all(meta["sizes"][split]["domains"][d]["clips"] >= 1 for split in SPLITS for d in DOMAINS)
+    lines = all_lines(tmp_path / "c")
+    assert {line["task"] for line in lines} == set(TASKS)
+    assert meta["hours"] == pytest.approx(sum({l["clip"]: l["duration"] for l in lines}.values()) / 3600, abs=1e-3)
