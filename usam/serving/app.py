@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -159,17 +160,32 @@ def to_conversation(request: ChatCompletionRequest, max_seconds: float) -> list[
     return conversation
 
 
-def _validation_param(err: RequestValidationError) -> str | None:
-    errors = err.errors()
+def _parse_request(raw: bytes) -> ChatCompletionRequest:
+    """Parsed here rather than by FastAPI, so that any content type is read as JSON (as OpenAI does) and each
+    failure gets an OpenAI-style 400 that names the field."""
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise APIError(400, f"the body is not valid JSON: {err}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise APIError(400, "the body must be a JSON object", code="invalid_json")
+    try:
+        return ChatCompletionRequest.model_validate(data)
+    except ValidationError as err:
+        raise APIError(400, _validation_message(err.errors()), param=_validation_param(err.errors()),
+                       code="invalid_request") from None
+
+
+def _validation_param(errors) -> str | None:
     if not errors:
         return None
     loc = [str(p) for p in errors[0].get("loc", ()) if p != "body"]
     return ".".join(loc) or None
 
 
-def _validation_message(err: RequestValidationError) -> str:
+def _validation_message(errors) -> str:
     parts = []
-    for e in err.errors()[:5]:
+    for e in errors[:5]:
         loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
         parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
     return "invalid request: " + "; ".join(parts)
@@ -201,8 +217,8 @@ def create_app(model, processor, settings: ServeSettings) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request, err: RequestValidationError):
         malformed = any(e.get("type") == "json_invalid" for e in err.errors())
-        message = "the body is not valid JSON" if malformed else _validation_message(err)
-        return JSONResponse(error_body(message, "invalid_request_error", None if malformed else _validation_param(err),
+        message = "the body is not valid JSON" if malformed else _validation_message(err.errors())
+        return JSONResponse(error_body(message, "invalid_request_error", None if malformed else _validation_param(err.errors()),
                                        "invalid_json" if malformed else "invalid_request"), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
@@ -226,7 +242,8 @@ def create_app(model, processor, settings: ServeSettings) -> FastAPI:
         return ModelList(data=[ModelCard(id=settings.model_name, created=created)]).model_dump()
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest, http_request: Request):
+    async def chat_completions(http_request: Request):
+        body = _parse_request(await http_request.body())
         if body.model != settings.model_name:
             raise APIError(404, f"The model '{body.model}' does not exist; this server serves "
                            f"'{settings.model_name}'", param="model", code="model_not_found")
