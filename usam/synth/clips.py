@@ -48,7 +48,7 @@ def _spoken(split, rng, nrng, ctx, workdir):
     style = speech.sample_style(rng, ctx.cfg["speech"])
     audio = speech.synthesise(voice, sentence.en, style, workdir)
     info = {"voice": voice, "voice_seen": voice not in ctx.held_out_voices, "speed": style.speed,
-            "pitch": style.pitch, "template": sentence.template}
+            "pitch": style.pitch, "reverb": style.reverb, "template": sentence.template}
     return sentence, audio, info
 
 

@@ -3,7 +3,7 @@
 A voice id is "<engine>:<voice>", e.g. "espeak-ng:en-gb+f3", "flite:slt", "festival:kal_diphone".
 Speed (a factor, 1 = the engine's default rate) and pitch (semitones) vary per clip: espeak-ng takes
 both natively; flite takes the speed natively; pitch shifts for flite and festival, and festival's speed,
-are sox effects. Every engine's output goes through sox to 16 kHz mono float.
+are sox effects, as is an optional room reverb. Every engine's output goes through sox to 16 kHz mono float.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ _ESPEAK_DEFAULT_PITCH = 50  # espeak-ng -p, 0..99
 class SpeechStyle:
     speed: float   # >1 is faster
     pitch: float   # semitones relative to the voice's own pitch
+    reverb: int = 0  # sox reverberance 0..100 (0: dry)
 
 
 def voice_pool(cfg: dict) -> list[str]:
@@ -47,16 +48,22 @@ def engine_of(voice: str) -> str:
 def sample_style(rng: random.Random, cfg: dict) -> SpeechStyle:
     lo, hi = cfg["speed_range"]
     plo, phi = cfg["pitch_semitones"]
-    return SpeechStyle(speed=round(rng.uniform(lo, hi), 3), pitch=round(rng.uniform(plo, phi), 2))
+    reverb = 0
+    if rng.random() < float(cfg.get("reverb_probability", 0.0)):
+        reverb = rng.randint(*cfg.get("reverb_range", (20, 60)))
+    return SpeechStyle(speed=round(rng.uniform(lo, hi), 3), pitch=round(rng.uniform(plo, phi), 2), reverb=reverb)
 
 
-def _sox_to_16k(src: Path, dst: Path, *, pitch: float = 0.0, tempo: float = 1.0) -> np.ndarray:
+def _sox_to_16k(src: Path, dst: Path, *, pitch: float = 0.0, tempo: float = 1.0, reverb: int = 0) -> np.ndarray:
     # -R: repeatable (no random dither); float output so there is no second quantisation before our wav.
     effects = []
     if abs(pitch) > 1e-3:
         effects += ["pitch", f"{pitch * 100:.0f}"]
     if abs(tempo - 1.0) > 1e-3:
         effects += ["tempo", "-s", f"{tempo:.3f}"]
+    if reverb > 0:
+        # A room: headroom first (the reverb adds energy), 0.3 s of silence so the tail is not cut off.
+        effects += ["gain", "-6", "pad", "0", "0.3", "reverb", str(reverb)]
     run_tool(["sox", "-R", str(src), "-c", "1", "-e", "floating-point", "-b", "32", str(dst), *effects,
               "rate", "-h", str(SAMPLE_RATE)])
     return read_mono(dst)
@@ -71,12 +78,12 @@ def synthesise(voice: str, text: str, style: SpeechStyle, workdir: Path) -> np.n
         pitch = int(np.clip(_ESPEAK_DEFAULT_PITCH + 8 * style.pitch, 0, 99))
         wpm = int(round(_ESPEAK_DEFAULT_WPM * style.speed))
         run_tool(["espeak-ng", "-v", name, "-s", str(wpm), "-p", str(pitch), "-w", str(raw), text])
-        return _sox_to_16k(raw, out)
+        return _sox_to_16k(raw, out, reverb=style.reverb)
     if engine == "flite":
         run_tool(["flite", "-voice", name, "--setf", f"duration_stretch={1.0 / style.speed:.3f}",
                   "-t", text, "-o", str(raw)])
-        return _sox_to_16k(raw, out, pitch=style.pitch)
+        return _sox_to_16k(raw, out, pitch=style.pitch, reverb=style.reverb)
     text_file = workdir / "tts.txt"
     text_file.write_text(text + "\n", encoding="utf-8")
     run_tool(["text2wave", "-eval", f"(voice_{name})", str(text_file), "-o", str(raw)])
-    return _sox_to_16k(raw, out, pitch=style.pitch, tempo=style.speed)
+    return _sox_to_16k(raw, out, pitch=style.pitch, tempo=style.speed, reverb=style.reverb)
