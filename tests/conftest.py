@@ -5,3 +5,30 @@ import torch
 
 # Two cores here: keep each test process from oversubscribing them.
 torch.set_num_threads(int(os.environ.get("USAM_TEST_THREADS", "2")))
+
+
+import numpy as np  # noqa: E402
+
+TINY_YAML = "configs/model/tiny.yaml"
+
+
+def make_tiny_model(seed: int = 0, **overrides):
+    """The all-random tiny model, built with a fixed seed. `overrides` use dotted keys: {"llm.train": "full"}."""
+    from usam import USAMConfig, USAMModel, USAMProcessor
+
+    torch.manual_seed(seed)
+    config = USAMConfig.from_yaml(TINY_YAML, overrides=overrides)
+    model = USAMModel(config)
+    return model, USAMProcessor.from_model(model)
+
+
+def tone(seconds: float, freq: float = 440.0, seed: int = 0, sr: int = 16000) -> np.ndarray:
+    """A sine with a little seeded noise: distinct, deterministic test audio."""
+    t = np.arange(int(seconds * sr)) / sr
+    rng = np.random.default_rng(seed)
+    return (0.3 * np.sin(2 * np.pi * freq * t) + 0.05 * rng.standard_normal(t.shape)).astype(np.float32)
+
+
+@pytest.fixture
+def tiny():
+    return make_tiny_model()

@@ -184,6 +184,20 @@ class USAMConfig(PretrainedConfig):
     def enabled_encoders(self) -> list[str]:
         return [name for name in ENCODERS if getattr(self, name).enabled]
 
+    def without_weights(self) -> "USAMConfig":
+        """A copy that builds every component from its `architecture` (random or meta-device weights)."""
+        import copy
+
+        config = copy.deepcopy(self)
+        for name in (*ENCODERS, "llm"):
+            section = getattr(config, name)
+            if section.architecture is None:
+                raise ValueError(f"config {name}: no architecture values to build it without weights")
+            section.name_or_path = None
+        config.llm.gguf_file = None
+        config.llm.tokenizer = "byte"
+        return config
+
     # -- audio token arithmetic, shared by the model and the processor ------------------------------
     @property
     def window_frames(self) -> int:

@@ -68,7 +68,11 @@ class USAMModel(nn.Module):
         self.sacl = SemanticAwareContrastiveLoss(config.loss.sacl, llm_dim) if config.loss.lambda_sac > 0 else None
         self.llm = self._wrap_llm(llm, adapter_dir)
         if config.llm.gradient_checkpointing:
-            self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            # transformers 5 renamed the method (and its argument); older releases only have the first name
+            if hasattr(self.llm, "activation_checkpointing_enable"):
+                self.llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     # -- construction helpers -------------------------------------------------------------------------------
     @staticmethod

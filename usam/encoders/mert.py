@@ -74,6 +74,19 @@ class MERTAudioEncoder(AudioEncoder):
         self.layer_weights = nn.Parameter(torch.zeros(n_states)) if settings.layer_mix else None
         # GroupNorm over time in the first conv sees padding: such models run one clip at a time (exact).
         self.per_clip = config.feat_extract_norm == "group"
+        # The hidden states are collected with our own hooks on the encoder layers: transformers 5's
+        # `output_hidden_states` capture intermittently returned an empty tuple inside our training step.
+        self._states: list[torch.Tensor] = []
+        layers = self.model.encoder.layers
+        layers[0].register_forward_pre_hook(self._record_input)  # bound methods: a deepcopy stays self-contained
+        for layer in layers:
+            layer.register_forward_hook(self._record_output)
+
+    def _record_input(self, _module, args):
+        self._states.append(args[0])
+
+    def _record_output(self, _module, _args, out):
+        self._states.append(out[0] if isinstance(out, tuple) else out)
 
     def architecture(self) -> dict:
         return self.model.config.to_diff_dict()
@@ -93,13 +106,20 @@ class MERTAudioEncoder(AudioEncoder):
         new_lengths = torch.tensor([c.shape[0] for c in clips], device=audio.device)
         return torch.nn.utils.rnn.pad_sequence(clips, batch_first=True), new_lengths
 
+    def _run(self, wave: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """All hidden states (input to layer 0, then each layer's output; the last one is the model's final output,
+        as transformers' `hidden_states` define them)."""
+        self._states = []
+        last = self.model(wave, attention_mask=mask).last_hidden_state
+        states, self._states = self._states, []
+        return (*states[:-1], last)
+
     def _hidden_states(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
         dtype = next(self.model.parameters()).dtype
         if not self.per_clip:
             mask = (torch.arange(wave.shape[1], device=wave.device)[None, :] < lengths[:, None]).long()
-            return self.model(wave.to(dtype), attention_mask=mask, output_hidden_states=True).hidden_states
-        per_clip = [self.model(wave[b: b + 1, : int(n)].to(dtype), output_hidden_states=True).hidden_states
-                    for b, n in enumerate(lengths.tolist())]
+            return self._run(wave.to(dtype), mask)
+        per_clip = [self._run(wave[b: b + 1, : int(n)].to(dtype), None) for b, n in enumerate(lengths.tolist())]
         longest = max(h[0].shape[1] for h in per_clip)
         pad = lambda t: nn.functional.pad(t, (0, 0, 0, longest - t.shape[1]))  # noqa: E731
         return tuple(torch.cat([pad(h[i]) for h in per_clip]) for i in range(len(per_clip[0])))

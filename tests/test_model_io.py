@@ -1,0 +1,138 @@
+"""save_pretrained / from_pretrained / merged export, and every config in configs/ loads."""
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import make_tiny_model, tone
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _logits(model, batch):
+    model.eval()
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+def _trained_a_little(model, processor):
+    batch = processor([tone(1.0, 300), tone(1.4, 900, seed=1)], ["Transcribe the speech.", "Describe the sound."],
+                      ["hello", "a beep"])
+    opt = torch.optim.AdamW([p for _, p in model.trainable_parameters()], lr=1e-2)
+    for _ in range(2):
+        opt.zero_grad()
+        model(**batch).loss.backward()
+        opt.step()
+    return processor([tone(1.0, 300)], ["Transcribe the speech."], ["hello"])
+
+
+def test_save_and_load_give_identical_logits(tmp_path):
+    from usam import USAMModel, USAMProcessor
+
+    model, processor = make_tiny_model(seed=3)
+    batch = _trained_a_little(model, processor)
+    expected = _logits(model, batch)
+    model.save_pretrained(tmp_path / "m")
+    files = {p.name for p in (tmp_path / "m").iterdir()}
+    assert {"config.json", "usam.yaml", "usam_weights.safetensors", "llm_adapter", "llm"} <= files
+    loaded = USAMModel.from_pretrained(tmp_path / "m")
+    reloaded_processor = USAMProcessor.from_pretrained(tmp_path / "m")
+    batch2 = reloaded_processor([tone(1.0, 300)], ["Transcribe the speech."], ["hello"])
+    assert torch.equal(batch2["input_ids"], batch["input_ids"])
+    torch.testing.assert_close(_logits(loaded, batch2), expected, atol=0, rtol=0)
+
+
+def test_pretrained_frozen_encoders_are_referenced_not_copied(tmp_path):
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+    from usam import USAMConfig, USAMModel
+    from safetensors import safe_open
+
+    torch.manual_seed(0)
+    WhisperForConditionalGeneration(WhisperConfig(
+        d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64, decoder_layers=1,
+        decoder_attention_heads=2, decoder_ffn_dim=64, vocab_size=64, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        decoder_start_token_id=1)).save_pretrained(tmp_path / "whisper")
+    config = USAMConfig.from_yaml(ROOT / "configs/model/tiny.yaml", overrides={
+        "whisper.name_or_path": str(tmp_path / "whisper"), "whisper.architecture": None})
+    model = USAMModel(config)
+    model.save_pretrained(tmp_path / "m")
+    with safe_open(str(tmp_path / "m/usam_weights.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert not any(k.startswith("encoders.whisper.") for k in keys)
+    assert any(k.startswith("encoders.beats.") for k in keys)  # random-init encoders travel with the checkpoint
+    loaded = USAMModel.from_pretrained(tmp_path / "m")
+    batch = __import__("usam").USAMProcessor.from_model(model)([tone(1.0)], ["Describe."], ["a"])
+    torch.testing.assert_close(_logits(loaded, batch), _logits(model, batch), atol=0, rtol=0)
+
+
+def test_merged_export_gives_identical_logits(tmp_path):
+    from usam import USAMModel
+
+    model, processor = make_tiny_model(seed=4)
+    batch = _trained_a_little(model, processor)
+    expected = _logits(model, batch)
+    model.export_merged(tmp_path / "merged")
+    assert not (tmp_path / "merged/llm_adapter").exists()
+    merged = USAMModel.from_pretrained(tmp_path / "merged")
+    assert merged.config.llm.train == "frozen" and all(
+        getattr(merged.config, n).name_or_path is None for n in ("whisper", "beats", "mert"))
+    torch.testing.assert_close(_logits(merged, batch), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_missing_or_foreign_weights_are_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+    from usam import USAMModel
+
+    model, _ = make_tiny_model()
+    model.save_pretrained(tmp_path / "m")
+    path = tmp_path / "m/usam_weights.safetensors"
+    state = load_file(str(path))
+    state.pop("projector.router.weight")
+    save_file(state, str(path))
+    with pytest.raises(KeyError, match="projector.router.weight"):
+        USAMModel.from_pretrained(tmp_path / "m")
+    state["projector.router.weight"] = torch.zeros(1)
+    state["projector.extra"] = torch.zeros(1)
+    save_file(state, str(path))
+    with pytest.raises(KeyError, match="projector.extra"):
+        USAMModel.from_pretrained(tmp_path / "m")
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        USAMModel.from_pretrained(tmp_path / "nothing")
+
+
+def test_config_yaml_round_trip_and_errors(tmp_path):
+    from usam import USAMConfig
+
+    config = USAMConfig.from_yaml(ROOT / "configs/model/tiny.yaml")
+    config.to_yaml(tmp_path / "c.yaml")
+    again = USAMConfig.from_yaml(tmp_path / "c.yaml")
+    assert again.sections_dict() == config.sections_dict()
+    (tmp_path / "bad.yaml").write_text("qformer: {windw_s: 0.5}\n")
+    with pytest.raises(ValueError, match=r"bad.yaml.*qformer.*windw_s"):
+        USAMConfig.from_yaml(tmp_path / "bad.yaml")
+    (tmp_path / "none.yaml").write_text(yaml.safe_dump({**config.sections_dict(), "whisper": {"enabled": False},
+                                                        "beats": {"enabled": False}, "mert": {"enabled": False}}))
+    with pytest.raises(ValueError, match="at least one encoder"):
+        USAMConfig.from_yaml(tmp_path / "none.yaml")
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs/model").glob("*.yaml")))
+def test_every_model_config_loads(path):
+    from usam import USAMConfig
+
+    config = USAMConfig.from_yaml(ROOT / path)
+    assert config.enabled_encoders
+    assert config.num_audio_tokens(16000) >= 1
+
+
+def test_usam_8b_builds_on_the_meta_device():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("count_params", ROOT / "scripts/count_params.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    counts = module.count(str(ROOT / "configs/model/usam-8b.yaml"))
+    assert 8.0e9 < counts["total"] < 8.6e9  # Llama-3.1-8B (8.03 B) + three encoders + connector
+    assert 8.0e9 < counts["llm"] < 8.1e9
+    assert counts["trainable"] < 0.02 * counts["total"]
