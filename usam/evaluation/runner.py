@@ -327,11 +327,16 @@ def evaluate(model_dir: str | Path, benchmark: Benchmark | None, out_dir: str | 
         raise_if_any_failed(ctx, error)
         write_shard(out_dir, ctx, rows)
         barrier(ctx)
-        if not ctx.is_main:
-            return None
-        merged = merge_shards(out_dir, ctx.world_size)
-        return _finish(out_dir, model_name or str(model_dir), benchmark, manifest, items, merged, settings, ctx,
-                       started)
+        result = error = None
+        if ctx.is_main:
+            try:
+                merged = merge_shards(out_dir, ctx.world_size)
+                result = _finish(out_dir, model_name or str(model_dir), benchmark, manifest, items, merged, settings,
+                                 ctx, started)
+            except Exception as err:  # the other ranks learn of it too (they may run a next evaluation)
+                error = err
+        raise_if_any_failed(ctx, error)
+        return result
     finally:
         close_distributed(ctx)
 
