@@ -129,7 +129,8 @@ def _decode_audio(data: str, param: str, max_seconds: float):
         return load_audio(raw, max_seconds=max_seconds)
     except DataError as err:
         if err.reason == "too_long":
-            raise APIError(413, f"{param}: {err.message}", param=param, code="audio_too_long") from None
+            raise APIError(413, f"{param}: the audio is too long: {err.message}", param=param,
+                           code="audio_too_long") from None
         raise APIError(400, f"{param}: the audio does not decode: {err.reason}: {err.message}", param=param,
                        code="invalid_audio") from None
 
