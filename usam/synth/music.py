@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from usam.synth.audio import SAMPLE_RATE, fade, peak_normalise, read_mono
+from usam.synth.audio import SAMPLE_RATE, fade, read_mono
 from usam.synth.tools import run_tool
 
 # label -> General MIDI program (0-based)
