@@ -1,0 +1,87 @@
+"""From dataset items to model batches.
+
+`TrainItems` wraps an AudioDataset and settles each sample's instruction: the manifest's own, else a
+phrasing of its task drawn with an RNG seeded from (seed, epoch, index). No global RNG stream is used, so
+the phrasing of a sample does not depend on the DataLoader's workers or on where a run was resumed.
+
+`Collator` runs in the DataLoader workers: it keeps the skipped samples apart (the main process counts
+them in a SkipStats, see usam.data.dataset) and builds the processor batch. With a feature cache it also
+attaches the cached encoder features, padded into `EncoderOutput(features (C, T, D), mask (C, T))`.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from usam.data.dataset import Sample, SkippedSample, split_skipped
+from usam.tasks import instruction_for
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> random.Random:
+    """A private RNG for one sample of one epoch (the same on every run, rank and worker)."""
+    return random.Random(int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, np.uint64)[0]))
+
+
+class TrainItems(torch.utils.data.Dataset):
+    def __init__(self, dataset, seed: int, epoch: int, train: bool = True):
+        self.dataset = dataset
+        self.seed, self.epoch, self.train = seed, epoch, train
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        item = self.dataset[index]
+        if isinstance(item, Sample) and not item.instruction:
+            try:
+                item.instruction = instruction_for(item.task, train=self.train, lang=item.lang,
+                                                   rng=sample_rng(self.seed, self.epoch, index))
+            except ValueError as err:  # e.g. a qa sample without its question
+                return SkippedSample(key=item.key, file=item.source, line=item.line, reason="missing_field",
+                                     message=f"instruction: {err}")
+        return item
+
+
+@dataclass
+class Collated:
+    samples: list[Sample]
+    skipped: list[SkippedSample]
+    batch: dict | None                    # processor output (+ "encoder_outputs" from the cache), None if empty
+    tasks: list[str] = field(default_factory=list)
+    audio_seconds: float = 0.0
+    num_tokens: int = 0
+
+
+def pad_features(rows: list[torch.Tensor]):
+    """Per-sample valid features [(T_i, D)] -> EncoderOutput((C, T, D) zero-padded, (C, T) mask)."""
+    from usam.encoders import EncoderOutput
+
+    lengths = torch.tensor([r.shape[0] for r in rows])
+    features = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+    mask = torch.arange(features.shape[1])[None, :] < lengths[:, None]
+    return EncoderOutput(features, mask)
+
+
+class Collator:
+    def __init__(self, processor, cache=None, with_answers: bool = True):
+        self.processor = processor
+        self.cache = cache  # usam.training.cache.FeatureCacheReader or None
+        self.with_answers = with_answers
+
+    def __call__(self, items) -> Collated:
+        samples, skipped = split_skipped(items)
+        if not samples:
+            return Collated(samples, skipped, None)
+        tasks = [s.task for s in samples]
+        batch = self.processor(audios=[s.audio for s in samples], instructions=[s.instruction for s in samples],
+                               answers=[s.target for s in samples] if self.with_answers else None, tasks=tasks)
+        batch = dict(batch)
+        if self.cache is not None:
+            batch["cached_features"] = {
+                name: pad_features(self.cache.features(name, [s.key for s in samples], [len(s.audio) for s in samples]))
+                for name in self.cache.encoders}
+        return Collated(samples, skipped, batch, tasks, float(sum(s.duration for s in samples)),
+                        int(batch["attention_mask"].sum()))

@@ -1,0 +1,301 @@
+"""The training config: one YAML file, `key=value` overrides from the command line, saved resolved with the run.
+
+    model: configs/model/tiny.yaml      # a model YAML, or the model sections inline (whisper:, llm:, ...)
+    init_from: null                     # a saved model folder whose trained weights start this run (stage 2)
+    stage: 1                            # 1: LLM frozen; 2: + the LLM's LoRA (model.set_stage)
+    output_dir: runs/stage1_tiny
+    data:
+      train: [{manifest: data/train.jsonl, weight: 1.0}]   # per-dataset mixing weights (usam.data.mix_entries)
+      task_weights: {asr: 1.0, aac: 2.0}                    # per-task weights, multiplied into the above
+      valid: [data/valid.jsonl]
+    optim: {lr: 5.0e-5, weight_decay: 1.0e-6}
+    schedule: {epochs: 1, warmup_ratio: 0.13, grad_accum: 2}
+    deepspeed: configs/deepspeed/zero2.json
+
+Every section is a dataclass, so a misspelt key fails with the list of known keys. After loading, the model
+section is always inline (a path is read), so the saved `train_config.yaml` rebuilds the run by itself.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class DataSource:
+    manifest: str
+    weight: float = 1.0
+    format: str = "auto"
+    task: str | None = None  # fixed task of a manifest without a task field
+
+
+@dataclass
+class DataSettings:
+    train: list[DataSource] = field(default_factory=list)
+    task_weights: dict[str, float] = field(default_factory=dict)  # missing tasks: 1.0
+    valid: list[str] = field(default_factory=list)
+    bucketing: bool = True           # DurationBucketSampler (True) or FixedSizeBatchSampler (False)
+    max_audio_seconds: float = 120.0  # bucket cap: padded audio seconds per micro-batch
+    max_samples: int | None = 16     # cap on samples per bucketed micro-batch
+    batch_size: int = 8              # micro-batch size of the fixed sampler
+    max_seconds: float | None = 30.0  # longer clips are skipped (reason too_long)
+    num_workers: int = 0
+    cache_dir: str | None = None     # encoder feature cache (usam cache); None: encoders run live
+    max_valid_samples: int | None = 256
+    valid_batch_size: int = 8
+
+
+@dataclass
+class OptimSettings:
+    lr: float = 5.0e-5
+    weight_decay: float = 1.0e-6
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1.0e-8
+    torch_adam: bool | None = None  # None: torch's AdamW on CPU (no op build), DeepSpeed's fused Adam on GPU
+
+
+@dataclass
+class ScheduleSettings:
+    epochs: int = 1
+    max_steps: int | None = None   # optimiser steps; None: `epochs` full passes
+    warmup_ratio: float = 0.13
+    grad_accum: int = 1
+    grad_clip: float = 1.0         # 0 or null: no clipping
+
+
+@dataclass
+class LoggingSettings:
+    log_every: int = 10
+    eval_every: int = 500          # 0: only at the end
+    save_every: int = 500          # 0: only at the end
+    keep_last: int = 2
+    num_generate: int = 4          # validation samples generated and logged
+    max_new_tokens: int = 48
+    tensorboard: bool = True
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    model: dict = field(default_factory=dict)
+    init_from: str | None = None
+    stage: int = 1
+    output_dir: str = "runs/default"
+    seed: int = 0
+    deepspeed: str = "configs/deepspeed/zero2.json"
+    deepspeed_overrides: dict = field(default_factory=dict)  # dotted keys set in the DeepSpeed JSON
+    data: DataSettings = field(default_factory=DataSettings)
+    optim: OptimSettings = field(default_factory=OptimSettings)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        """Write the resolved config atomically (it rebuilds this run with `--config path`)."""
+        from usam.training.checkpoint import atomic_write_text
+
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
+
+    def model_config(self):
+        from usam.config import USAMConfig
+
+        return USAMConfig(**self.model)
+
+
+def _build(cls, value: Any, where: str):
+    """Dataclass from a mapping, recursing into dataclass fields and lists of DataSource."""
+    if isinstance(value, cls):
+        return value
+    if value is None:
+        return cls()
+    if not isinstance(value, dict):
+        raise ValueError(f"train config {where!r}: expected a mapping, got {type(value).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - set(fields))
+    if unknown:
+        raise ValueError(f"train config {where!r}: unknown key(s) {unknown}; known: {sorted(fields)}")
+    kwargs = {}
+    for name, v in value.items():
+        f = fields[name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), v, f"{where}.{name}")
+        elif cls is DataSettings and name == "train":
+            kwargs[name] = [_source(s, f"{where}.train[{i}]") for i, s in enumerate(v or [])]
+        else:
+            kwargs[name] = v
+    return cls(**kwargs)
+
+
+def _source(value, where: str) -> DataSource:
+    if isinstance(value, str):
+        return DataSource(manifest=value)
+    return _build(DataSource, value, where)
+
+
+def find_file(path: str | Path, base: Path | None = None) -> Path:
+    """A path as given (relative to the working folder), else relative to `base`, else to the repository."""
+    p = Path(path).expanduser()
+    for candidate in (p, (base / p) if base else None, REPO_ROOT / p):
+        if candidate is not None and candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"{path}: not found (looked in the working folder"
+                            f"{', ' + str(base) if base else ''} and {REPO_ROOT})")
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """['schedule.max_steps=10', 'optim.lr=1e-4'] -> {dotted key: YAML-parsed value}."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"override {item!r}: expected key=value (e.g. optim.lr=1e-4)")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError as err:
+            raise ValueError(f"override {item!r}: value is not valid YAML: {err}") from None
+        if isinstance(value, str) and _looks_like_float(value):
+            value = float(value)  # YAML 1.1 reads 1e-4 as a string
+        out[key.strip()] = value
+    return out
+
+
+def _looks_like_float(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _fix_floats(node):
+    """YAML 1.1 (PyYAML) reads `5e-5` (no dot) as a string: turn such strings into floats."""
+    if isinstance(node, dict):
+        return {k: _fix_floats(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_fix_floats(v) for v in node]
+    if isinstance(node, str) and _looks_like_float(node) and any(c in node.lower() for c in "e."):
+        return float(node)
+    return node
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    node = data
+    keys = dotted.split(".")
+    for key in keys[:-1]:
+        if not isinstance(node.get(key), dict):
+            if key in node and node[key] is not None:
+                raise ValueError(f"override {dotted!r}: {key!r} is not a section")
+            node[key] = {}
+        node = node[key]
+    node[keys[-1]] = value
+
+
+def _model_sections(value, base: Path) -> dict:
+    """The model section as a mapping of model sections (a path to a model YAML or usam.yaml folder is read)."""
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        path = find_file(value, base)
+        if path.is_dir():
+            path = path / "usam.yaml"
+        data = yaml.safe_load(path.read_text()) or {}
+        return data.get("model", data)
+    raise ValueError("train config 'model': give a model YAML path or the model sections inline")
+
+
+def load_train_config(path: str | Path | None, overrides: list[str] | dict | None = None) -> TrainConfig:
+    """Read a training YAML, apply `key=value` overrides, validate. Overrides reach into the model too
+    (`model.llm.gradient_checkpointing=true`)."""
+    data: dict = {}
+    base = None
+    if path is not None:
+        path = find_file(path)
+        base = path.parent
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML: {err}") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: the top level must be a mapping")
+    data = _fix_floats(data)
+    ov = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
+    # the model path may itself be overridden; read it before applying model.* overrides
+    if "model" in ov:
+        data["model"] = ov.pop("model")
+    if "model" not in data:
+        raise ValueError(f"{path}: no 'model' section (a model YAML path or inline sections)")
+    data["model"] = _fix_floats(_model_sections(data["model"], base or REPO_ROOT))
+    for key, value in ov.items():
+        _set_dotted(data, key, value)
+    cfg = _build(TrainConfig, data, "config")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    if cfg.stage not in (1, 2):
+        raise ValueError(f"train config stage: must be 1 or 2, got {cfg.stage}")
+    s = cfg.schedule
+    if s.grad_accum < 1:
+        raise ValueError("train config schedule.grad_accum must be >= 1")
+    if not 0 <= s.warmup_ratio < 1:
+        raise ValueError("train config schedule.warmup_ratio must be in [0, 1)")
+    if s.max_steps is not None and s.max_steps < 1:
+        raise ValueError("train config schedule.max_steps must be >= 1 or null")
+    if cfg.optim.lr <= 0:
+        raise ValueError("train config optim.lr must be > 0")
+    for source in cfg.data.train:
+        if source.weight < 0:
+            raise ValueError(f"train config data.train: weight of {source.manifest} must be >= 0")
+    for task, w in cfg.data.task_weights.items():
+        from usam.tasks import check_task
+
+        check_task(task)
+        if w < 0:
+            raise ValueError(f"train config data.task_weights.{task} must be >= 0")
+    try:
+        cfg.model_config()
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"train config model: {err}") from err
+
+
+def load_deepspeed_config(cfg: TrainConfig, world_size: int, cuda: bool) -> dict:
+    """The DeepSpeed JSON with the values this trainer owns filled in (batch sizes, clipping, precision,
+    optimiser). Values written "auto" in the JSON, or absent, are set from the training config."""
+    ds = json.loads(find_file(cfg.deepspeed).read_text())
+    for key, value in cfg.deepspeed_overrides.items():
+        _set_dotted(ds, key, value)
+    ga = cfg.schedule.grad_accum
+    ds["gradient_accumulation_steps"] = ga
+    # micro-batches are bucketed by audio seconds, so their size varies; DeepSpeed only uses these numbers
+    # for bookkeeping (samples/s), and they must satisfy train_batch = micro * accumulation * world.
+    ds["train_micro_batch_size_per_gpu"] = 1
+    ds["train_batch_size"] = ga * world_size
+    if ds.get("gradient_clipping", "auto") == "auto":
+        ds["gradient_clipping"] = float(cfg.schedule.grad_clip or 0.0)
+    bf16 = ds.setdefault("bf16", {})
+    if bf16.get("enabled", "auto") == "auto":
+        bf16["enabled"] = bool(cuda)
+    if not cuda:
+        bf16["enabled"] = False  # fp32 on CPU
+        ds.pop("fp16", None)
+    torch_adam = cfg.optim.torch_adam if cfg.optim.torch_adam is not None else not cuda
+    offload = ds.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none") == "cpu"
+    ds["optimizer"] = {"type": "AdamW", "params": {
+        "lr": cfg.optim.lr, "betas": list(cfg.optim.betas), "eps": cfg.optim.eps,
+        "weight_decay": cfg.optim.weight_decay,
+        # torch_adam is incompatible with ZeRO-Offload, which needs DeepSpeed's CPU Adam (an op build)
+        "torch_adam": bool(torch_adam) and not offload}}
+    if offload and not cuda:
+        ds["zero_optimization"]["offload_optimizer"]["pin_memory"] = False
+    return ds

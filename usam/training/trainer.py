@@ -1,0 +1,425 @@
+"""The training recipe: model + DeepSpeed engine + data + loop, for both stages.
+
+Every run goes through `deepspeed.initialize`, a plain CPU process included (world size 1), so there is one
+code path. Per optimiser step: `grad_accum` micro-batches per rank; DeepSpeed averages gradients over ranks
+and scales each micro-batch loss by 1/grad_accum, so N ranks x grad_accum a equals 1 rank x grad_accum N*a
+with the same micro-batches. Logged losses are the mean over micro-batches and ranks.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from usam.training import distributed as dist_utils
+from usam.training.checkpoint import (atomic_write_text, load_checkpoint, resolve_resume, restore_rng,
+                                      save_checkpoint)
+from usam.training.config import TrainConfig, load_deepspeed_config
+from usam.training.logging import ExpertUsage, RunLogger, peak_memory_mb, progress_bar
+
+logger = logging.getLogger("usam.training")
+FINAL_DIR = "final"
+CONFIG_NAME = "train_config.yaml"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: TrainConfig):
+    """The model of the config; stage 2 (`init_from`) loads stage 1's trained weights. A randomly initialised
+    LLM (tiny configs) is taken from init_from's saved `llm/` folder, so both stages share the same base."""
+    from usam.modeling import LLM_DIR, USAMModel
+
+    mcfg = cfg.model_config()
+    if cfg.init_from:
+        src = Path(cfg.init_from)
+        if not (src / "usam_weights.safetensors").exists():
+            raise FileNotFoundError(f"init_from {src}: not a saved U-SAM model folder (no usam_weights.safetensors)")
+        if mcfg.llm.name_or_path is None and (src / LLM_DIR).is_dir():
+            mcfg.llm.name_or_path, mcfg.llm.architecture = str(src / LLM_DIR), None
+            if mcfg.llm.tokenizer in (None, "byte"):
+                mcfg.llm.tokenizer = str(src / LLM_DIR)
+    model = USAMModel(mcfg)
+    if cfg.init_from:
+        loaded = model.load_trained_weights(cfg.init_from)
+        logger.info("loaded %d trained tensors from %s", len(loaded), cfg.init_from)
+    model.set_stage(cfg.stage)
+    return model
+
+
+def total_steps(cfg: TrainConfig, data) -> int:
+    if cfg.schedule.max_steps:
+        return int(cfg.schedule.max_steps)
+    micro = sum(data.batches_per_epoch(e) for e in range(cfg.schedule.epochs))
+    steps = micro // cfg.schedule.grad_accum
+    if steps < 1:
+        raise ValueError(f"{micro} micro-batches per rank give no full optimiser step with grad_accum "
+                         f"{cfg.schedule.grad_accum}")
+    return steps
+
+
+def build_engine(model, cfg: TrainConfig, steps: int, world: int):
+    import deepspeed
+    from transformers import get_cosine_schedule_with_warmup
+
+    ds_config = load_deepspeed_config(cfg, world, torch.cuda.is_available())
+    params = [p for _, p in model.trainable_parameters()]
+    if not params:
+        raise ValueError("the model has no trainable parameter for this stage")
+    warmup = int(math.ceil(cfg.schedule.warmup_ratio * steps))
+    engine, optimizer, _, scheduler = deepspeed.initialize(
+        model=model, model_parameters=params, config=ds_config,
+        lr_scheduler=lambda opt: get_cosine_schedule_with_warmup(opt, warmup, steps))
+    return engine, optimizer, scheduler, ds_config
+
+
+def _to_device(batch: dict, device) -> dict:
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            out[key] = value.to(device)
+        else:
+            out[key] = value
+    return out
+
+
+def model_inputs(model, batch: dict, device) -> dict:
+    """Processor batch -> kwargs of model(...): tensors on the device; cached features combined with the live
+    encoders into `encoder_outputs`."""
+    from usam.training.cache import encoder_outputs_for
+
+    cached = batch.get("cached_features")
+    inputs = _to_device({k: v for k, v in batch.items() if k not in ("cached_features", "tasks")}, device)
+    if cached:
+        inputs["encoder_outputs"] = encoder_outputs_for(model, inputs, cached)
+    return inputs
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, resume: str | None = None, progress: bool | None = None,
+                 stop_after: int | None = None):
+        """stop_after: stop (as if killed) after this many optimiser steps of this process, without the final
+        save (tests of resume)."""
+        self.cfg = cfg
+        self.resume = resume
+        self.progress = cfg.logging.progress if progress is None else progress
+        self.stop_after = stop_after
+
+    # ---------------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        from usam.processing import USAMProcessor
+        from usam.training.cache import FeatureCacheReader
+        from usam.training.collate import Collator
+        from usam.training.data import TrainData
+
+        cfg = self.cfg
+        dist_utils.init_distributed()
+        self.rank, self.world = dist_utils.rank(), dist_utils.world_size()
+        self.main = self.rank == 0
+        self.out = Path(cfg.output_dir)
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.config_text = _yaml(cfg.to_dict())
+        seed_everything(cfg.seed)  # same seed on every rank: the randomly initialised parts must agree
+        self.model = build_model(cfg)
+        self.processor = USAMProcessor.from_model(self.model)
+        self.cache = FeatureCacheReader(cfg.data.cache_dir, self.model) if cfg.data.cache_dir else None
+        self.collator = Collator(self.processor, self.cache)
+        self.data = TrainData(cfg, self.collator, self.rank, self.world)
+        self.steps = total_steps(cfg, self.data)
+        self.engine, self.optimizer, self.scheduler, self.ds_config = build_engine(self.model, cfg, self.steps,
+                                                                                   self.world)
+        self.zero_stage = self.ds_config.get("zero_optimization", {}).get("stage", 0)
+        self.device = self.engine.device
+        self.logger = RunLogger(self.out, self.main, cfg.logging.tensorboard)
+        self.valid = self._valid_entries()
+        # state
+        self.step = 0
+        self.micro = 0
+        self.epoch = 0
+        self.sampler_state = None
+        self.skip_counts: Counter = Counter()
+        self.seen = 0
+        self.resumed_from = resolve_resume(self.resume, self.out)
+        if self.resumed_from is not None:
+            state = load_checkpoint(self.engine, self.resumed_from, self.rank)
+            self.step, self.micro, self.epoch = state["step"], state["micro"], state["epoch"]
+            self.sampler_state = state["sampler"][self.rank]
+            self.skip_counts = Counter(state.get("skip_counts", {}))
+            self.seen = state.get("seen", 0)
+            self.logger.truncate_after(self.step)
+            logger.info("resumed from %s at step %d", self.resumed_from, self.step)
+        else:
+            # per-rank stream for dropout etc. (the model weights above were drawn with the shared seed)
+            torch.manual_seed(cfg.seed * 1009 + self.rank)
+        if self.main:
+            cfg.save(self.out / CONFIG_NAME)
+            self.model.config.to_yaml(self.out / "model.yaml")
+
+    def _valid_entries(self):
+        from usam.training.data import read_entries
+
+        entries = []
+        for path in self.cfg.data.valid:
+            got, problems = read_entries(path, need_durations=False)
+            entries.extend(got)
+        limit = self.cfg.data.max_valid_samples
+        return entries[:limit] if limit else entries
+
+    # ---------------------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        self.setup()
+        try:
+            return self._loop()
+        finally:
+            self.logger.close()
+
+    def _trainer_state(self, sampler) -> dict:
+        return {"step": self.step, "micro": self.micro, "epoch": self.epoch, "total_steps": self.steps,
+                "sampler": dist_utils.all_gather_objects(sampler.state_dict()),
+                "skip_counts": dict(self.skip_counts), "seen": self.seen}
+
+    def _save(self, sampler) -> None:
+        state = self._trainer_state(sampler)
+        save_checkpoint(self.engine, self.out, self.step, state, self.config_text, self.rank,
+                        self.cfg.logging.keep_last, dist_utils.barrier)
+
+    def _loop(self) -> dict:
+        cfg, engine = self.cfg, self.engine
+        ga = cfg.schedule.grad_accum
+        log_cfg = cfg.logging
+        if self.resumed_from is not None:
+            restore_rng(self.resumed_from, self.rank)  # last: nothing after this may draw random numbers
+        bar = progress_bar(self.steps, self.step, self.main and self.progress)
+        usage = ExpertUsage()
+        acc = self._new_acc()
+        last_good = None
+        stopped_early = False
+        steps_this_process = 0
+        t_log = time.perf_counter()
+        epoch = self.epoch
+        sampler_state = self.sampler_state
+        done = self.step >= self.steps
+        while not done:
+            if sampler_state is None and epoch >= cfg.schedule.epochs and not cfg.schedule.max_steps:
+                break
+            loader, sampler = self.data.loader(epoch, sampler_state)
+            sampler_state = None
+            self.epoch = epoch
+            for collated in loader:
+                sampler.advance()
+                self.seen += len(collated.samples) + len(collated.skipped)
+                self.skip_counts.update(s.reason for s in collated.skipped)
+                weight = 1.0
+                if collated.batch is None:  # every sample of this micro-batch was skipped
+                    if last_good is None:
+                        raise RuntimeError("the first micro-batch has no usable sample; check the manifest")
+                    collated, weight = last_good, 0.0  # a zero-weighted step keeps the ranks in lock-step
+                else:
+                    last_good = collated
+                engine.train()
+                inputs = model_inputs(self.model, collated.batch, self.device)
+                out = engine(**inputs)
+                engine.backward(out.loss * weight)
+                engine.step()
+                self.micro += 1
+                if weight:
+                    usage.add(out.routing_weights, out.routing_sample_index, collated.tasks)
+                    acc["n"] += 1
+                    for key, value in (("loss", out.loss), ("ce", out.ce_loss), ("sacl", out.sacl_loss),
+                                       ("balance", out.balance_loss)):
+                        acc[key] += float(value.detach())
+                    acc["audio_s"] += collated.audio_seconds
+                    acc["tokens"] += collated.num_tokens
+                if self.micro % ga:
+                    continue
+                self.step += 1
+                steps_this_process += 1
+                bar.update(1)
+                if self.step % log_cfg.log_every == 0 or self.step == self.steps:
+                    t_log = self._log_train(acc, usage, t_log, bar)
+                    acc = self._new_acc()
+                    usage.reset()
+                if log_cfg.eval_every and self.step % log_cfg.eval_every == 0 and self.step < self.steps:
+                    self.validate()
+                if log_cfg.save_every and self.step % log_cfg.save_every == 0 and self.step < self.steps:
+                    self._save(sampler)
+                if self.stop_after is not None and steps_this_process >= self.stop_after:
+                    stopped_early = True
+                if self.step >= self.steps or stopped_early:
+                    done = True
+                    break
+            else:
+                epoch += 1
+                continue
+            break
+        bar.close()
+        if stopped_early:
+            return {"step": self.step, "stopped_early": True}
+        self.validate()
+        self._save(sampler)
+        final = self.save_final()
+        summary = {"step": self.step, "final": str(final), "skipped": dict(self.skip_counts), "seen": self.seen,
+                   "manifest_problems": dict(self.data.manifest_problems)}
+        self.logger.log("summary", self.step, summary)
+        if self.skip_counts and self.main:
+            logger.warning("skipped %d of %d samples: %s", sum(self.skip_counts.values()), self.seen,
+                           dict(self.skip_counts))
+        return summary
+
+    @staticmethod
+    def _new_acc() -> dict:
+        return {"n": 0, "loss": 0.0, "ce": 0.0, "sacl": 0.0, "balance": 0.0, "audio_s": 0.0, "tokens": 0.0}
+
+    def _log_train(self, acc, usage, t_last, bar) -> float:
+        keys = ("n", "loss", "ce", "sacl", "balance", "audio_s", "tokens")
+        sums = dict(zip(keys, dist_utils.all_reduce_sum([acc[k] for k in keys])))
+        gathered = dist_utils.all_gather_objects({"usage": usage.state(), "mem": peak_memory_mb(),
+                                                  "skip": dict(self.skip_counts), "seen": self.seen})
+        now = time.perf_counter()
+        elapsed = max(now - t_last, 1e-9)
+        if self.main:
+            n = max(sums["n"], 1)
+            means, counts = ExpertUsage.merge([g["usage"] for g in gathered])
+            skipped = Counter()
+            for g in gathered:
+                skipped.update(g["skip"])
+            record = {
+                "loss": sums["loss"] / n, "ce": sums["ce"] / n, "sacl": sums["sacl"] / n,
+                "balance": sums["balance"] / n, "lr": float(self.scheduler.get_last_lr()[0]),
+                "epoch": self.epoch, "audio_s_per_s": sums["audio_s"] / elapsed,
+                "tokens_per_s": sums["tokens"] / elapsed, "peak_mem_mb": max(g["mem"] for g in gathered),
+                "seen": sum(g["seen"] for g in gathered), "skipped": dict(sorted(skipped.items())),
+                "experts": means, "expert_tokens": counts,
+            }
+            self.logger.log("train", self.step, record)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+        return now
+
+    # ---------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> dict | None:
+        """Loss per task over the validation manifests (sharded over ranks) and a few generated samples."""
+        from usam.data.dataset import AudioDataset
+        from usam.training.collate import Collator, TrainItems
+        from usam.training.data import valid_batches
+
+        if not self.valid:
+            return None
+        engine = self.engine
+        engine.eval()
+        dataset = TrainItems(AudioDataset(self.valid, strict=False), seed=self.cfg.seed, epoch=0, train=False)
+        batches = valid_batches(len(self.valid), self.cfg.data.valid_batch_size, self.world)
+        collate = Collator(self.processor, self.cache)
+        tasks = sorted({e.task for e in self.valid})
+        sums = {t: [0.0, 0.0] for t in tasks}  # per task: summed token CE, answer tokens
+        total = [0.0, 0.0]  # summed batch loss * weight, weight
+        last_ok = None
+        for indices, weight in batches[self.rank::self.world]:
+            collated = collate([dataset[i] for i in indices])
+            if collated.batch is None:
+                if last_ok is None:
+                    continue
+                collated, weight = last_ok, 0.0
+            last_ok = collated
+            inputs = model_inputs(self.model, collated.batch, self.device)
+            out = engine(**inputs)
+            total[0] += float(out.loss) * weight
+            total[1] += weight
+            # cross-entropy per sample from the logits, so that batches may mix tasks
+            labels = inputs["labels"][:, 1:]
+            ce = torch.nn.functional.cross_entropy(out.logits[:, :-1].float().transpose(1, 2), labels,
+                                                   ignore_index=-100, reduction="none").sum(1)
+            counts = (labels != -100).sum(1)
+            for b, task in enumerate(collated.tasks):
+                sums[task][0] += float(ce[b]) * weight
+                sums[task][1] += float(counts[b]) * weight
+        flat = dist_utils.all_reduce_sum([v for t in tasks for v in sums[t]] + total)
+        record = {}
+        for i, t in enumerate(tasks):
+            ce_sum, n = flat[2 * i: 2 * i + 2]
+            if n:
+                record[f"ce/{t}"] = ce_sum / n
+        if flat[-1]:
+            record["loss"] = flat[-2] / flat[-1]
+        samples = self._generate_samples(dataset)
+        if self.main:
+            self.logger.log("valid", self.step, record)
+            if samples:
+                self.logger.log("samples", self.step, {f"{i}_{s['key']}": f"[{s['task']}] ref: {s['reference']} "
+                                                       f"| hyp: {s['hypothesis']}" for i, s in enumerate(samples)})
+        engine.train()
+        return record
+
+    def _generate_samples(self, dataset) -> list[dict]:
+        n = self.cfg.logging.num_generate
+        if not n:
+            return []
+        synced = self.zero_stage == 3 and self.world > 1
+        if not (self.main or synced):  # ZeRO-3 partitions the weights: every rank joins each forward
+            return []
+        samples = []
+        for i in range(len(dataset)):
+            item = dataset[i]
+            if hasattr(item, "audio"):
+                samples.append(item)
+            if len(samples) >= n:
+                break
+        if not samples:
+            return []
+        from usam.training.collate import Collator
+
+        collated = Collator(self.processor, self.cache, with_answers=False)(samples)
+        inputs = model_inputs(self.model, collated.batch, self.device)
+        kwargs = {"synced_gpus": True} if synced else {}
+        ids = self.model.generate(**inputs, max_new_tokens=self.cfg.logging.max_new_tokens, do_sample=False, **kwargs)
+        texts = self.processor.batch_decode(ids)
+        return [{"key": s.key, "task": s.task, "reference": s.target, "hypothesis": t} for s, t in zip(samples, texts)]
+
+    # ---------------------------------------------------------------------------------------------------
+    def save_final(self) -> Path:
+        """model.save_pretrained into output_dir/final (rank 0, atomically: a temp folder then a rename).
+        Under ZeRO-3 the partitioned weights are gathered first (a collective on every rank)."""
+        import contextlib
+
+        final = self.out / FINAL_DIR
+        tmp = self.out / f".{FINAL_DIR}.tmp"
+        if self.zero_stage == 3:
+            import deepspeed
+
+            ctx = deepspeed.zero.GatheredParameters(list(self.model.parameters()), modifier_rank=None)
+        else:
+            ctx = contextlib.nullcontext()
+        with ctx:
+            if self.main:
+                shutil.rmtree(tmp, ignore_errors=True)
+                self.model.save_pretrained(tmp)
+                atomic_write_text(tmp / CONFIG_NAME, self.config_text)
+        if self.main:
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        dist_utils.barrier()
+        return final
+
+
+def _yaml(data: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def train(cfg: TrainConfig, resume: str | None = None, progress: bool | None = None,
+          stop_after: int | None = None) -> dict:
+    return Trainer(cfg, resume=resume, progress=progress, stop_after=stop_after).run()
