@@ -179,6 +179,16 @@ def test_bad_audio_stops_the_run_with_file_line_and_reason(model_dir, tmp_path):
         evaluate(model_dir, None, tmp_path / "out", manifest=path, progress=False)
     assert (info.value.file, info.value.line, info.value.reason) == (str(path), 3, "not_audio")
     assert str(info.value).startswith(f"{path}:3: key 'utt2-asr'")
+    # without durations in the manifest, the headers are read first: the same error, before any generation
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps({k: v for k, v in x.items() if k != "duration"}) + "\n" for x in lines))
+    with pytest.raises(DataError) as info:
+        evaluate(model_dir, None, tmp_path / "out", manifest=path, progress=False)
+    assert (info.value.file, info.value.line, info.value.reason) == (str(path), 3, "not_audio")
+    sf.write(tmp_path / "synth" / "audio" / "c2.wav", np.zeros(0, dtype=np.float32), 16000)
+    with pytest.raises(DataError) as info:
+        evaluate(model_dir, None, tmp_path / "out", manifest=path, progress=False)
+    assert (info.value.file, info.value.line, info.value.reason) == (str(path), 3, "zero_length")
 
 
 def test_nan_audio_found_while_generating_stops_the_run(model_dir, tmp_path):

@@ -312,6 +312,10 @@ def evaluate(model_dir: str | Path, benchmark: Benchmark | None, out_dir: str | 
         if not entries:
             raise DataError("missing_field", "the manifest has no items", file=str(manifest))
         fill_durations(entries, strict=True)
+        for e in entries:
+            if not e.duration > 0:  # before the sampler, which would only say "durations must be > 0"
+                raise DataError("zero_length", f"the audio {e.audio_name} has no samples", file=e.source,
+                                line=e.line, key=e.key, field="audio")
         if benchmark is None:
             benchmark = manifest_benchmark(manifest, task, entries, settings.max_new_tokens)
         items = build_items(entries, benchmark, settings, manifest_instructions)
