@@ -53,7 +53,9 @@ def convert_gguf_llm(gguf_path: str | os.PathLike, out_dir: str | os.PathLike, o
         del model.config.quantization_config
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer = None
-    model.config.name_or_path = Path(gguf_path).stem
+    max_positions = getattr(model.config, "max_position_embeddings", None)
+    if max_positions and getattr(tokenizer, "model_max_length", 0) > 10 ** 9:  # GGUF gives no limit: use the model's
+        tokenizer.model_max_length = max_positions
     # Greedy/sampled generation must stop at the chat turn end (<|im_end|> for SmolLM2), which the GGUF
     # tokenizer carries as its eos token.
     for field in ("bos_token_id", "eos_token_id", "pad_token_id"):

@@ -237,8 +237,8 @@ def _build_generation_config(config, ct2_config: dict, tokens: dict[str, int]):
         eos_token_id=eot,
         pad_token_id=eot,
         max_length=config.max_target_positions,
-        suppress_tokens=list(ct2_config.get("suppress_ids", [])),
-        begin_suppress_tokens=list(ct2_config.get("suppress_ids_begin", [220, eot])),
+        suppress_tokens=list(ct2_config.get("suppress_ids") or []),
+        begin_suppress_tokens=list(ct2_config.get("suppress_ids_begin") or [220, eot]),
     )
     # Whisper-specific fields (read by WhisperGenerationMixin through getattr).
     gen.is_multilingual = is_multilingual
@@ -257,6 +257,17 @@ def _build_generation_config(config, ct2_config: dict, tokens: dict[str, int]):
     return gen
 
 
+def _ct2_vocabulary(ct2_dir: Path) -> tuple[list[str], Path | None]:
+    """The CT2 vocabulary (one token per id): vocabulary.json (a JSON list, CT2 >= 3.x) or vocabulary.txt."""
+    if (ct2_dir / "vocabulary.json").is_file():
+        path = ct2_dir / "vocabulary.json"
+        return list(json.loads(path.read_text(encoding="utf-8"))), path
+    if (ct2_dir / "vocabulary.txt").is_file():
+        path = ct2_dir / "vocabulary.txt"
+        return path.read_text(encoding="utf-8").split("\n"), path
+    return [], None
+
+
 def _build_processor(ct2_dir: Path, n_mels: int, vocab_size: int):
     """WhisperProcessor from the shipped tokenizer.json (+ timestamp tokens from vocabulary.txt, as added tokens
     like the openai checkpoints have) and a default WhisperFeatureExtractor with the model's mel count."""
@@ -268,14 +279,14 @@ def _build_processor(ct2_dir: Path, n_mels: int, vocab_size: int):
     # comes from the tokenizer's own prefix tokens (language=None, task=None).
     tokenizer = WhisperTokenizer(tokenizer_file=str(tok_file), model_max_length=1024,
                                  bos_token=eot, eos_token=eot, unk_token=eot, pad_token=eot)
-    vocab_txt = ct2_dir / "vocabulary.txt"
-    if vocab_txt.is_file() and len(tokenizer) < vocab_size:
-        names = vocab_txt.read_text(encoding="utf-8").split("\n")[:vocab_size]
+    names, vocab_file = _ct2_vocabulary(ct2_dir)
+    if names and len(tokenizer) < vocab_size:
+        names = names[:vocab_size]
         extra = names[len(tokenizer):]
         if extra and all(re.fullmatch(r"<\|\d+\.\d\d\|>", t) for t in extra):
             tokenizer.add_tokens([AddedToken(t, lstrip=False, rstrip=False, normalized=False) for t in extra])
             if tokenizer.convert_tokens_to_ids(extra[-1]) != len(names) - 1:
-                raise CT2FormatError(f"{vocab_txt}: timestamp tokens do not line up with the tokenizer ids")
+                raise CT2FormatError(f"{vocab_file}: timestamp tokens do not line up with the tokenizer ids")
     return WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=n_mels), tokenizer=tokenizer)
 
 
