@@ -47,12 +47,12 @@ def test_two_model_folders_give_one_table(tmp_path):
                            settings=GenerationSettings(max_new_tokens=6))
     for name in ("full", "no-moe"):
         run = json.loads((out / name / "synthetic-test" / "metrics.json").read_text())
-        assert run["model"] == name and set(run["metrics"]) == {"aac", "asr", "cls", "qa"}
+        assert run["model"] == name and set(run["metrics"]) == {"aac", "asr", "cls", "qa", "s2tt"}
         assert len(run["expert_usage"]["asr"]) == (3 if name == "full" else 1)
     with open(result["csv"], newline="") as f:
         rows = list(csv.DictReader(f))
     assert sorted((r["model"], r["task"]) for r in rows) == sorted(
-        (m, t) for m in ("full", "no-moe") for t in ("aac", "asr", "cls", "qa"))
+        (m, t) for m in ("full", "no-moe") for t in ("aac", "asr", "cls", "qa", "s2tt"))
     assert all(r["benchmark"] == "synthetic-test" for r in rows) and all(r["wer"] for r in rows if r["task"] == "asr")
     table = Path(result["markdown"]).read_text()
     assert "| full | synthetic-test | asr |" in table and "| no-moe | synthetic-test | asr |" in table

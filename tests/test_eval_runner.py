@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 ITEMS = [("asr", "the cat sat on the mat", None), ("asr", "hello world", None), ("asr", "one two three", None),
          ("cls", "dog", None), ("cls", "rain", None), ("cls", "dog", None),
          ("qa", "3", "count"), ("qa", "yes", "drums"),
-         ("aac", ["a dog barks", "a dog is barking loudly"], None), ("aac", ["rain falls on a roof"], None)]
+         ("aac", ["a dog barks", "a dog is barking loudly"], None), ("aac", ["rain falls on a roof"], None),
+         ("s2tt", "猫坐在垫子上", None)]
 QUESTIONS = {"count": "How many times does the sound occur? Answer with a number.",
              "drums": "Are there drums in this music? Answer yes or no."}
 MAX_NEW = 10
@@ -40,6 +41,8 @@ def write_split(root: Path, items=ITEMS, name="test.jsonl", seed=0) -> Path:
                  16000, subtype="FLOAT")
         line = {"key": f"utt{i}-{task}", "audio": f"audio/c{i}.wav", "task": task, "text": text,
                 "duration": seconds}
+        if task == "s2tt":
+            line["lang"] = "zh"  # the target language
         if qtype:
             line.update(qtype=qtype, instruction=QUESTIONS[qtype])
         lines.append(line)
@@ -93,7 +96,9 @@ def test_batches_are_sorted_single_task_and_partition_the_items(data_root, synth
             durations = [items[p].entry.duration for p in batch]
             assert durations == sorted(durations) and len(batch) * max(durations) <= 4.0 or len(batch) == 1
         seen += [p for b in batches for p in b]
-    assert sorted(seen) == list(range(len(items)))
+    # every item on exactly one rank, except the lone s2tt item: a task with fewer items than ranks is
+    # repeated on both (the merge keeps one prediction per key)
+    assert sorted(seen) == sorted(list(range(len(items))) + [len(items) - 1])
 
 
 def test_batched_predictions_equal_one_at_a_time(model_dir, data_root, synthetic_test, batched_run, tmp_path):
@@ -117,14 +122,15 @@ def test_end_to_end_writes_all_outputs_with_every_task_scored(batched_run, data_
     assert not (out / ".shards").exists()
     run = load_run(out / "metrics.json")  # the report's schema
     assert run["benchmark"] == "synthetic-test" and run["task"] == "mixed" and run["n"] == len(ITEMS)
-    assert set(run["metrics"]) == {"asr", "cls", "qa", "aac"}
+    assert set(run["metrics"]) == {"asr", "cls", "qa", "aac", "s2tt"}
     assert run["metrics"]["asr"]["n"] == 3 and 0 <= run["metrics"]["asr"]["wer"]
     assert "accuracy" in run["metrics"]["cls"] and "exact_match[count]" in run["metrics"]["qa"]
     assert "cider_d" in run["metrics"]["aac"]
+    assert run["metrics"]["s2tt"]["n"] == 1 and "bleu" in run["metrics"]["s2tt"]
     gen = run["generation"]
     assert gen["do_sample"] is False and gen["num_beams"] == 1
-    assert gen["max_new_tokens"] == {"aac": MAX_NEW, "asr": MAX_NEW, "cls": MAX_NEW, "qa": MAX_NEW}
-    assert set(run["expert_usage"]) == {"asr", "cls", "qa", "aac"}
+    assert gen["max_new_tokens"] == {t: MAX_NEW for t in ("aac", "asr", "cls", "qa", "s2tt")}
+    assert set(run["expert_usage"]) == {"asr", "cls", "qa", "aac", "s2tt"}
     for weights in run["expert_usage"].values():
         assert len(weights) == 3 and abs(sum(weights) - 1) < 1e-4
 
@@ -143,9 +149,10 @@ def test_end_to_end_writes_all_outputs_with_every_task_scored(batched_run, data_
     qa = [r for r in rows if r["task"] == "qa"]
     assert [r["qtype"] for r in qa] == ["count", "drums"] and all("correct" in r for r in qa)
     assert qa[0]["instruction"] == QUESTIONS["count"]
+    assert rows[-1]["instruction"] == "Translate the speech into Chinese." and rows[-1]["lang"] == "zh"
     assert [r["references"] for r in rows if r["task"] == "aac"][0] == ["a dog barks", "a dog is barking loudly"]
     table = (out / "metrics.md").read_text()
-    for task in ("asr", "cls", "qa", "aac"):
+    for task in ("asr", "cls", "qa", "aac", "s2tt"):
         assert f"| synthetic-test | {task} |" in table
 
 
@@ -241,6 +248,7 @@ def test_two_ranks_give_the_same_predictions_and_metrics_as_one(model_dir, data_
     assert not (tmp_path / ".shards").exists()
 
 
+@pytest.mark.slow
 def test_a_bad_sample_on_one_rank_stops_every_rank(model_dir, tmp_path):
     path = write_split(tmp_path, ITEMS[:6])
     wave = np.zeros(8000, dtype=np.float32)

@@ -173,6 +173,7 @@ def _generate_shard(model_dir, items, batches, settings, device, workers, progre
     with BatchGenerator(model, processor, settings) as generate:
         for batch_positions, samples in zip(batches, loader):
             batch_items = [items[p] for p in batch_positions]
+            assert [s.key for s in samples] == [it.entry.key for it in batch_items]
             result = generate([s.audio for s in samples], [it.instruction for it in batch_items],
                               batch_items[0].max_new_tokens)
             for j, (item, sample) in enumerate(zip(batch_items, samples)):
