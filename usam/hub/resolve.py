@@ -94,16 +94,26 @@ def probe_hub(repo_id: str, timeout: float | None = None) -> str | None:
     """None when the hub endpoint answers an HTTP request within `timeout` s, else why not (one line).
 
     Any HTTP status counts as an answer (404/401 are then reported by snapshot_download itself)."""
-    import httpx
+    # The standard library suffices for one GET with a deadline (it honours the *_proxy variables too).
+    import socket
+    import urllib.error
+    import urllib.request
 
     if timeout is None:
         timeout = float(os.environ.get("USAM_HUB_TIMEOUT", "5"))
     url = f"{_hub_endpoint()}/api/models/{repo_id}"
     try:
-        httpx.get(url, timeout=timeout, follow_redirects=False)
-    except httpx.TimeoutException:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            response.read(1)
+    except urllib.error.HTTPError:
+        return None  # an HTTP status is an answer
+    except (TimeoutError, socket.timeout):
         return f"{url} did not answer within {timeout:g} s"
-    except (httpx.HTTPError, OSError) as err:
+    except urllib.error.URLError as err:
+        if isinstance(err.reason, (TimeoutError, socket.timeout)):
+            return f"{url} did not answer within {timeout:g} s"
+        return f"{url} unreachable ({type(err.reason).__name__}: {err.reason})"
+    except OSError as err:
         return f"{url} unreachable ({type(err).__name__}: {err})"
     return None
 
@@ -181,6 +191,11 @@ def _read_marker(folder: Path) -> dict | None:
         return None
 
 
+def _is_done(target: Path, wanted: dict) -> bool:
+    marker = _read_marker(target)
+    return marker is not None and all(marker.get(k) == v for k, v in wanted.items())
+
+
 def _from_package(repo_id: str, spec: PackagedModel, tried: list[str]) -> str | None:
     """(c): the converted copy in the usam cache, converting the installed package first if needed."""
     found = _package_source(spec)
@@ -191,27 +206,28 @@ def _from_package(repo_id: str, spec: PackagedModel, tried: list[str]) -> str | 
     target = usam_cache_dir() / repo_id
     wanted = {"id": repo_id, "package": spec.pip_name, "package_version": version,
               "converter": spec.converter, "converter_version": CONVERTER_VERSION}
-    marker = _read_marker(target)
-    if marker is not None and all(marker.get(k) == v for k, v in wanted.items()):
+    if _is_done(target, wanted):
         return str(target)
+    from filelock import FileLock  # a huggingface_hub dependency; serialises torchrun ranks converting together
+
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
-    try:
-        start = time.perf_counter()
-        _convert(spec, source, staging / "model")
-        record = dict(wanted, source=str(source), seconds=round(time.perf_counter() - start, 1),
-                      created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        (staging / "model" / DONE_MARKER).write_text(json.dumps(record, indent=2) + "\n")
-        if target.exists():  # stale (no/old marker): move it aside, then put the new one in place
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
+    with FileLock(str(target.parent / f".{target.name}.lock")):
+        if _is_done(target, wanted):  # another process converted it while we waited
+            return str(target)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
         try:
+            start = time.perf_counter()
+            _convert(spec, source, staging / "model")
+            record = dict(wanted, source=str(source), seconds=round(time.perf_counter() - start, 1),
+                          created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            (staging / "model" / DONE_MARKER).write_text(json.dumps(record, indent=2) + "\n")
+            if target.is_dir():  # stale (no marker, or an older package/converter): replace it
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
             os.replace(staging / "model", target)
-        except OSError:
-            # Another process finished the same conversion first: use theirs if it is complete.
-            if _read_marker(target) is None:
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return str(target)
 
 
