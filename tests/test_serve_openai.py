@@ -58,7 +58,7 @@ MODEL = "usam-tiny"
 
 
 def audio_part(wave, fmt="wav"):
-    data = encode(wave, {"wav": "WAV", "flac": "FLAC", "ogg": "OGG"}[fmt])
+    data = encode(wave, {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "mp3": "MP3"}[fmt])
     return {"type": "input_audio", "input_audio": {"data": base64.b64encode(data).decode(), "format": fmt}}
 
 
@@ -124,6 +124,16 @@ def test_multi_turn_keeps_earlier_audio_and_answers(client, reference):
     assert r.choices[0].message.content.strip() == a2
     alone = client.chat.completions.create(model=MODEL, messages=messages[2:], max_tokens=12, temperature=0)
     assert alone.choices[0].message.content != r.choices[0].message.content  # the history changed the answer
+
+
+def test_mp3_and_two_clips_in_one_message(client):
+    clips = [tone(0.8, 350, seed=4), tone(0.6, 1000, seed=5)]
+    content = [audio_part(clips[0], "mp3"), audio_part(clips[1], "wav"), {"type": "text", "text": "Compare."}]
+    r = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": content}], max_tokens=8,
+                                       temperature=0)
+    one = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": content[1:]}],
+                                         max_tokens=8, temperature=0)
+    assert r.choices[0].message.content and r.usage.prompt_tokens > one.usage.prompt_tokens
 
 
 def test_streaming_equals_plain_answer(client):

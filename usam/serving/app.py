@@ -235,8 +235,9 @@ def create_app(model, processor, settings: ServeSettings) -> FastAPI:
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": settings.model_name, "queued": batcher.queued,
+        body = {"status": "ok" if batcher.alive else "down", "model": settings.model_name, "queued": batcher.queued,
                 "batches": batcher.batches, "requests": batcher.requests}
+        return JSONResponse(body, status_code=200 if batcher.alive else 503)
 
     @app.get("/v1/models")
     async def models():

@@ -47,6 +47,7 @@ class GenerationRequest:
     on_done: Callable[[Generation | BaseException], None] | None = None  # called once, from the worker thread
     cancelled: threading.Event = field(default_factory=threading.Event)
     emitted: bool = False  # some text was handed to on_delta already
+    finished: bool = False  # on_done was called
 
     def batch_key(self):
         if self.temperature <= 0:
@@ -56,6 +57,9 @@ class GenerationRequest:
         return ("sample", self.temperature, self.top_p)
 
     def _done(self, result) -> None:
+        if self.finished:
+            return
+        self.finished = True
         if self.on_done is not None:
             try:
                 self.on_done(result)
@@ -217,7 +221,16 @@ class Batcher:
                     if len(batch) >= self.max_batch or remaining <= 0 or self._closed:
                         break
                     self._cond.wait(remaining)
-            self._run(batch)
+            try:
+                self._run(batch)
+            except Exception as err:  # keep serving: whatever went wrong belongs to this batch only
+                log.exception("batch failed")
+                for request in batch:
+                    request._done(err)  # (no-op for those already answered)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     # -- generation -----------------------------------------------------------------------------------------
     def _run(self, batch: list[GenerationRequest]) -> None:
