@@ -27,7 +27,10 @@ def test_missing_file_is_named(tmp_path):
 def test_converted_smollm2_answers_like_the_gguf(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out = convert_gguf_llm(_shipped_gguf(), tmp_path / "smollm2")
+    from usam.cli import main
+
+    out = tmp_path / "smollm2"
+    assert main(["convert", "gguf", str(_shipped_gguf()), str(out)]) == 0
     model = AutoModelForCausalLM.from_pretrained(out).eval()
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert "quantization_config" not in model.config.to_dict()

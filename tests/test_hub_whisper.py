@@ -85,6 +85,18 @@ def test_model_bin_reader_sees_every_variable(tmp_path):
     assert aliases == {"decoder/projection/weight": "decoder/embeddings/weight"}
 
 
+def test_overwrite_replaces_a_finished_folder(tmp_path):
+    _tiny_hf_whisper(tmp_path / "hf")
+    ctranslate2.converters.TransformersConverter(str(tmp_path / "hf"), copy_files=["tokenizer.json"]).convert(
+        str(tmp_path / "ct2"))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("x")
+    convert_ct2_whisper(tmp_path / "ct2", out, overwrite=True)
+    assert not (out / "old.txt").exists() and (out / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct2", "hf", "out"]  # no temporary folders left
+
+
 def test_bad_inputs_name_the_file(tmp_path):
     with pytest.raises(CT2FormatError, match=r"model\.bin: missing"):
         convert_ct2_whisper(tmp_path, tmp_path / "out")
