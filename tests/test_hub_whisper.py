@@ -154,14 +154,21 @@ def test_config_tokenizer_and_generation_settings(tiny_en):
     assert (tiny_en / "model.safetensors").is_file()
 
 
-def test_encoder_matches_ctranslate2(tiny_en, spoken):
+@pytest.fixture(scope="module")
+def loaded(tiny_en, spoken):
+    """(converted model, its processor, log-mel features (1, 80, 3000) of the spoken sentence, CT2 model)."""
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
     model = WhisperForConditionalGeneration.from_pretrained(tiny_en).eval()
-    features = WhisperProcessor.from_pretrained(tiny_en)(spoken[0], sampling_rate=spoken[1],
-                                                          return_tensors="pt").input_features  # (1, 80, 3000)
+    processor = WhisperProcessor.from_pretrained(tiny_en)
+    features = processor(spoken[0], sampling_rate=spoken[1], return_tensors="pt").input_features
     ct2_model = ctranslate2.models.Whisper(str(_shipped_ct2_dir()), device="cpu", compute_type="float32",
                                            intra_threads=1)
+    return model, processor, features, ct2_model
+
+
+def test_encoder_matches_ctranslate2(loaded):
+    model, _, features, ct2_model = loaded
     ct2_enc = np.array(ct2_model.encode(ctranslate2.StorageView.from_array(features.numpy())))  # (1, 1500, 384)
     with torch.no_grad():
         ours = model.model.encoder(features).last_hidden_state.numpy()
@@ -169,19 +176,13 @@ def test_encoder_matches_ctranslate2(tiny_en, spoken):
     assert np.abs(ours - ct2_enc).max() < 1e-4  # measured 2.7e-5 (outputs reach |12.8|)
 
 
-def test_greedy_transcript_of_festival_speech(tiny_en, spoken):
-    from transformers import WhisperForConditionalGeneration, WhisperProcessor
-
-    model = WhisperForConditionalGeneration.from_pretrained(tiny_en).eval()
-    processor = WhisperProcessor.from_pretrained(tiny_en)
-    features = processor(spoken[0], sampling_rate=spoken[1], return_tensors="pt").input_features
+def test_greedy_transcript_of_festival_speech(loaded):
+    model, processor, features, ct2_model = loaded
     with torch.no_grad():
         ids = model.generate(features, max_new_tokens=40)
     text = processor.batch_decode(ids, skip_special_tokens=True)[0]
     assert re.sub(r"[^a-z ]", "", text.lower()).split() == "the quick brown fox jumps over the lazy dog".split()
     # Same tokens as CTranslate2's own greedy search from the prompt <|startoftranscript|><|notimestamps|>.
-    ct2_model = ctranslate2.models.Whisper(str(_shipped_ct2_dir()), device="cpu", compute_type="float32",
-                                           intra_threads=1)
     ct2 = ct2_model.generate(ctranslate2.StorageView.from_array(features.numpy()), [[50257, 50362]],
                              beam_size=1, max_length=60)
     ours = [t for t in ids[0].tolist() if t < 50256]
