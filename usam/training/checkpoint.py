@@ -122,6 +122,24 @@ def make_engine_loads_safe(engine) -> None:
         opt.checkpoint_engine.load = ce.load
 
 
+def save_only_trainable(engine, model) -> None:
+    """Make DeepSpeed's checkpoints hold only trainable parameters. Its exclude_frozen_parameters drops frozen
+    names from `named_parameters()`, which lists a tied weight once: the alias (e.g. a tied `lm_head.weight`
+    of a frozen LLM) would still be written. Keep exactly the trainable names, aliases included."""
+    original = engine.module_state_dict
+    trainable = {n for n, p in model.named_parameters(remove_duplicate=False) if p.requires_grad}
+
+    def module_state_dict(*args, **kwargs):
+        state = original(*args, **kwargs)
+        if state is None:
+            return state
+        for key in [k for k in state if k not in trainable]:
+            del state[key]
+        return state
+
+    engine.module_state_dict = module_state_dict
+
+
 # -- folders -----------------------------------------------------------------------------------------------
 def checkpoint_root(output_dir: str | Path) -> Path:
     return Path(output_dir) / CHECKPOINT_DIR

@@ -80,6 +80,7 @@ class LoggingSettings:
     max_new_tokens: int = 48
     tensorboard: bool = True
     progress: bool = True
+    log_keys: bool = False         # debugging/tests: the sample keys of each step, per rank, in metrics.jsonl
 
 
 @dataclass

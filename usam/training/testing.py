@@ -46,3 +46,22 @@ def write_corpus(folder: str | Path, n: int, seed: int = 0, name: str = "train",
     manifest = folder / f"{name}.jsonl"
     manifest.write_text("".join(json.dumps(x) + "\n" for x in lines))
     return manifest
+
+
+def tiny_train_config(output_dir, train_manifest, valid_manifest=None, overrides=None):
+    """The stage-1 tiny training config on a test corpus: small buckets, logs every step, no eval/saves
+    unless overridden (`overrides`: {dotted key: value})."""
+    from usam.training.config import load_train_config
+
+    ov = {"output_dir": str(output_dir), "data.train": [str(train_manifest)],
+          "data.valid": [str(valid_manifest)] if valid_manifest else [], "data.max_audio_seconds": 4.0,
+          "logging.log_every": 1, "logging.eval_every": 0, "logging.save_every": 0, "logging.progress": False,
+          "logging.tensorboard": False, "schedule.max_steps": 3, "optim.lr": 0.01}
+    ov.update(overrides or {})
+    return load_train_config("configs/train/stage1_tiny.yaml", ov)
+
+
+def train_losses(run_dir) -> list[tuple[int, float, float]]:
+    """(step, loss, lr) of every train record of a run's metrics.jsonl."""
+    records = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line]
+    return [(r["step"], r["loss"], r["lr"]) for r in records if r["kind"] == "train"]

@@ -21,7 +21,7 @@ import torch
 
 from usam.training import distributed as dist_utils
 from usam.training.checkpoint import (atomic_write_text, load_checkpoint, resolve_resume, restore_rng,
-                                      save_checkpoint)
+                                      save_checkpoint, save_only_trainable)
 from usam.training.config import TrainConfig, load_deepspeed_config
 from usam.training.logging import ExpertUsage, RunLogger, peak_memory_mb, progress_bar
 
@@ -140,6 +140,7 @@ class Trainer:
         self.steps = total_steps(cfg, self.data)
         self.engine, self.optimizer, self.scheduler, self.ds_config = build_engine(self.model, cfg, self.steps,
                                                                                    self.world)
+        save_only_trainable(self.engine, self.model)
         self.zero_stage = self.ds_config.get("zero_optimization", {}).get("stage", 0)
         self.device = self.engine.device
         self.logger = RunLogger(self.out, self.main, cfg.logging.tensorboard)
@@ -242,6 +243,7 @@ class Trainer:
                         acc[key] += float(value.detach())
                     acc["audio_s"] += collated.audio_seconds
                     acc["tokens"] += collated.num_tokens
+                    acc["keys"] += [x.key for x in collated.samples]
                 if self.micro % ga:
                     continue
                 self.step += 1
@@ -280,13 +282,15 @@ class Trainer:
 
     @staticmethod
     def _new_acc() -> dict:
-        return {"n": 0, "loss": 0.0, "ce": 0.0, "sacl": 0.0, "balance": 0.0, "audio_s": 0.0, "tokens": 0.0}
+        return {"n": 0, "loss": 0.0, "ce": 0.0, "sacl": 0.0, "balance": 0.0, "audio_s": 0.0, "tokens": 0.0,
+                "keys": []}
 
     def _log_train(self, acc, usage, t_last, bar) -> float:
         keys = ("n", "loss", "ce", "sacl", "balance", "audio_s", "tokens")
         sums = dict(zip(keys, dist_utils.all_reduce_sum([acc[k] for k in keys])))
         gathered = dist_utils.all_gather_objects({"usage": usage.state(), "mem": peak_memory_mb(),
-                                                  "skip": dict(self.skip_counts), "seen": self.seen})
+                                                  "skip": dict(self.skip_counts), "seen": self.seen,
+                                                  "keys": acc["keys"] if self.cfg.logging.log_keys else None})
         now = time.perf_counter()
         elapsed = max(now - t_last, 1e-9)
         if self.main:
@@ -303,6 +307,8 @@ class Trainer:
                 "seen": sum(g["seen"] for g in gathered), "skipped": dict(sorted(skipped.items())),
                 "experts": means, "expert_tokens": counts,
             }
+            if self.cfg.logging.log_keys:
+                record["keys"] = [g["keys"] for g in gathered]
             self.logger.log("train", self.step, record)
             bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
         return now

@@ -1,0 +1,79 @@
+"""Two CPU ranks (gloo) with DeepSpeed ZeRO-2 and ZeRO-3 against one rank with the same global batch."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from usam.training.testing import write_corpus
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(out: Path, world: int, grad_accum: int, zero: str, data: tuple, extra=()) -> None:
+    """train/train.py in `world` processes with the env a launcher sets (torchrun/deepspeed do the same)."""
+    train_m, valid_m = data
+    overrides = [f"output_dir={out}", f"data.train=[{train_m}]", f"data.valid=[{valid_m}]", "data.bucketing=false",
+                 "data.batch_size=2", "schedule.max_steps=3", f"schedule.grad_accum={grad_accum}", "optim.lr=0.01",
+                 "logging.log_every=1", "logging.eval_every=2", "logging.save_every=2", "logging.num_generate=2",
+                 "logging.log_keys=true", f"deepspeed=configs/deepspeed/{zero}.json", *extra]
+    port = _port()
+    procs = []
+    for rank in range(world):
+        env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+        procs.append(subprocess.Popen([sys.executable, "train/train.py", "--config", "configs/train/stage1_tiny.yaml",
+                                       "--no-progress", *overrides], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, text in zip(procs, outputs):
+        assert p.returncode == 0, text[-4000:]
+
+
+def _records(out: Path, kind: str) -> list[dict]:
+    return [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["kind"] == kind]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dist")
+    return root, (write_corpus(root / "data", 12), write_corpus(root / "data", 4, name="valid", seed=1))
+
+
+@pytest.mark.parametrize("zero", ["zero2", "zero3"])
+def test_two_ranks_match_one_rank(data, zero):
+    root, manifests = data
+    out = root / zero
+    # ZeRO-3 partitions only parameters above a size threshold: 0 makes it partition every tiny weight
+    extra = ["deepspeed_overrides={zero_optimization.stage3_param_persistence_threshold: 0}"] if zero == "zero3" else []
+    _launch(root / f"one_{zero}", 1, 2, zero, manifests, extra)  # 1 rank x 2 micro-batches: the same global batch
+    _launch(out, 2, 1, zero, manifests, extra)
+    one, two = _records(root / f"one_{zero}", "train"), _records(out, "train")
+    assert [r["step"] for r in two] == [1, 2, 3]
+    for a, b in zip(one, two):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+        assert b["lr"] == pytest.approx(a["lr"])
+        rank0, rank1 = (set(k) for k in b["keys"])
+        assert rank0 and rank1 and not rank0 & rank1  # the ranks' shards do not overlap
+        assert rank0 | rank1 == set(a["keys"][0])  # together they are the 1-rank step's global batch
+    v1, v2 = _records(root / f"one_{zero}", "valid"), _records(out, "valid")
+    assert [r["step"] for r in v2] == [2, 3]
+    assert v2[-1]["loss"] == pytest.approx(v1[-1]["loss"], rel=1e-5)
+    # rank 0 alone writes the logs and the final folder
+    steps = [r["step"] for r in _records(out, "train")]
+    assert steps == sorted(set(steps))  # each step logged once
+    assert len(list((out / "tensorboard").glob("events.*"))) == 1
+    assert len(_records(out, "summary")) == 1
+    from usam.modeling import USAMModel
+
+    model = USAMModel.from_pretrained(out / "final")
+    assert model.num_parameters(trainable_only=True) > 0

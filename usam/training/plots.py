@@ -1,0 +1,86 @@
+"""PNG plots of a run's metrics.jsonl: loss curves (train parts + validation) and expert usage per task."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from usam.training.logging import METRICS
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no metrics file (is {run_dir} a training output_dir?)")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def expert_usage(records: list[dict]) -> tuple[list[str], list[list[float]]]:
+    """Mean routing weight per task and expert over the whole run (token-weighted)."""
+    sums: dict[str, list[float]] = {}
+    counts: dict[str, float] = {}
+    for r in records:
+        if r.get("kind") != "train":
+            continue
+        for task, means in (r.get("experts") or {}).items():
+            n = (r.get("expert_tokens") or {}).get(task, 1)
+            prev = sums.get(task, [0.0] * len(means))
+            sums[task] = [a + m * n for a, m in zip(prev, means)]
+            counts[task] = counts.get(task, 0) + n
+    tasks = sorted(sums)
+    return tasks, [[v / counts[t] for v in sums[t]] for t in tasks]
+
+
+def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(run_dir)
+    out_dir = Path(out_dir or Path(run_dir) / "plots")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    train = [r for r in records if r.get("kind") == "train"]
+    valid = [r for r in records if r.get("kind") == "valid"]
+    if train or valid:
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+        for key in ("loss", "ce", "sacl", "balance"):
+            pts = [(r["step"], r[key]) for r in train if key in r]
+            if pts:
+                axes[0].plot(*zip(*pts), label=f"train {key}")
+        pts = [(r["step"], r["loss"]) for r in valid if "loss" in r]
+        if pts:
+            axes[0].plot(*zip(*pts), "o-", label="valid loss")
+        axes[0].set_xlabel("step")
+        axes[0].set_title("loss")
+        axes[0].legend()
+        tasks = sorted({k.split("/", 1)[1] for r in valid for k in r if k.startswith("ce/")})
+        for task in tasks:
+            pts = [(r["step"], r[f"ce/{task}"]) for r in valid if f"ce/{task}" in r]
+            axes[1].plot(*zip(*pts), "o-", label=task)
+        axes[1].set_xlabel("step")
+        axes[1].set_title("validation cross-entropy per task")
+        if tasks:
+            axes[1].legend()
+        fig.tight_layout()
+        path = out_dir / "loss.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    tasks, usage = expert_usage(records)
+    if tasks:
+        fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(usage[0]), 1 + 0.6 * len(tasks)))
+        image = ax.imshow(usage, cmap="viridis", vmin=0, vmax=max(max(row) for row in usage), aspect="auto")
+        ax.set_xticks(range(len(usage[0])), [f"expert {e}" for e in range(len(usage[0]))])
+        ax.set_yticks(range(len(tasks)), tasks)
+        for i, row in enumerate(usage):
+            for j, v in enumerate(row):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w" if v < 0.6 * max(row) else "k")
+        ax.set_title("mean routing weight per task")
+        fig.colorbar(image, ax=ax)
+        fig.tight_layout()
+        path = out_dir / "experts.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
