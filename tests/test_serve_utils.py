@@ -45,9 +45,15 @@ def build_tiny_model(directory) -> str:
     return str(directory)
 
 
+_built: dict[str, str] = {}
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("models") / "usam-tiny")
+    # test modules import this fixture, and pytest then keeps one instance per module: build the folder once
+    if "dir" not in _built:
+        _built["dir"] = build_tiny_model(tmp_path_factory.mktemp("models") / "usam-tiny")
+    return _built["dir"]
 
 
 def tone(seconds: float = 1.0, freq: float = 440.0, rate: int = 16000, seed: int = 0) -> np.ndarray:

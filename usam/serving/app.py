@@ -18,10 +18,10 @@ import hmac
 import json
 import logging
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -199,8 +199,6 @@ def create_app(model, processor, settings: ServeSettings) -> FastAPI:
     created = int(time.time())
     max_positions = getattr(getattr(model.llm, "config", None), "max_position_embeddings", None)
 
-    from contextlib import asynccontextmanager
-
     @asynccontextmanager
     async def lifespan(_app):
         batcher.start()
@@ -214,13 +212,6 @@ def create_app(model, processor, settings: ServeSettings) -> FastAPI:
     @app.exception_handler(APIError)
     async def _api_error(_request, err: APIError):
         return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_request, err: RequestValidationError):
-        malformed = any(e.get("type") == "json_invalid" for e in err.errors())
-        message = "the body is not valid JSON" if malformed else _validation_message(err.errors())
-        return JSONResponse(error_body(message, "invalid_request_error", None if malformed else _validation_param(err.errors()),
-                                       "invalid_json" if malformed else "invalid_request"), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request, err: StarletteHTTPException):
