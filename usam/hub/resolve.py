@@ -59,7 +59,7 @@ PACKAGED_MODELS = {
 }
 
 # Large alternative-framework files a transformers user never needs from a snapshot.
-_HUB_IGNORE = ["*.h5", "*.msgpack", "*.onnx", "*.onnx_data", "*.ot", "*.tflite", "*.mlmodel*", "*.gguf",
+_HUB_IGNORE = ["*.h5", "*.msgpack", "*.onnx", "*.onnx_data", "*.ot", "*.tflite", "*.mlmodel*",
                "flax_model*", "tf_model*", "rust_model*", "coreml/*", "onnx/*"]
 
 
