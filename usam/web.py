@@ -16,6 +16,27 @@ from pathlib import Path
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 
+def _load_upload(path: str, max_seconds: float | None):
+    """An uploaded or recorded file -> 16 kHz clip. libsndfile reads wav, flac, ogg and mp3; other containers
+    (a browser's webm/opus or m4a recording) go through gradio's own ffmpeg-based reader when ffmpeg exists."""
+    import shutil
+
+    from usam.chat import load_clip
+    from usam.errors import DataError
+
+    try:
+        return load_clip(path, max_seconds)
+    except DataError as err:
+        if err.reason != "not_audio" or shutil.which("ffmpeg") is None:
+            if err.reason == "not_audio":
+                raise DataError("not_audio", f"{err.message}; wav, flac, ogg and mp3 are read directly, other "
+                                "formats need ffmpeg installed", file=err.file, field="audio") from None
+            raise
+    from gradio.processing_utils import audio_from_file
+
+    return load_clip(audio_from_file(path), max_seconds)  # (rate, int16 samples)
+
+
 def _empty_session() -> dict:
     return {"messages": [], "pending": [], "display": [], "usage": None}
 
@@ -47,7 +68,7 @@ def build_demo(model, processor, *, max_new_tokens: int = 256, temperature: floa
         chat = chat_for(session)
         if audio_path:
             try:
-                chat.attach(audio_path)
+                chat.pending.append(_load_upload(audio_path, max_audio_seconds))
             except (DataError, ValueError) as err:
                 raise gr.Error(f"the audio cannot be used: {err}") from None
             session["display"].append({"role": "user", "content": f"🎵 {Path(audio_path).name}"})
@@ -83,7 +104,8 @@ def build_demo(model, processor, *, max_new_tokens: int = 256, temperature: floa
                     send = gr.Button("Ask", variant="primary")
                     clear = gr.Button("New conversation")
             with gr.Column(scale=2):
-                audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Audio clip")
+                # format=None: the file as uploaded (gradio would convert other formats to wav with ffmpeg)
+                audio = gr.Audio(sources=["upload", "microphone"], type="filepath", format=None, label="Audio clip")
                 usage_plot = gr.BarPlot(usage_frame(None), x="expert", y="weight", y_lim=[0, 1], height=220,
                                         label="Expert usage of the last answer (mean routing weight)")
         outputs = [chatbot, usage_plot, session, question, audio]
