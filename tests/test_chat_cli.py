@@ -102,3 +102,20 @@ def test_question_mode_answers_once_and_exits(tiny_model_dir, expected, tmp_path
 
 def test_printable_strips_terminal_controls():
     assert printable("a\x1b[2Jb\x07c\nd\te") == "a\ufffd[2Jb\ufffdc\nd\te"
+
+
+@pytest.mark.parametrize("command, options", [
+    ("chat", ["--audio", "--question", "--max-new-tokens", "--temperature", "/audio PATH", "/reset", "/quit"]),
+    ("serve", ["--host", "--port", "--api-key", "USAM_API_KEY", "--max-audio-seconds", "--max-body-mb",
+               "--batch-window-ms", "--max-batch", "--max-queue", "--model-name"]),
+    ("web", ["--host", "--port", "127.0.0.1", "--max-new-tokens"]),
+])
+def test_help_explains_every_option(command, options, capsys):
+    from usam.cli import build_parser
+
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args([command, "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for option in options:
+        assert option in text
