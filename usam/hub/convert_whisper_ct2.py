@@ -196,8 +196,14 @@ def _build_config(variables: dict, tokens: dict[str, int], file: str):
     for flag, want in (("decoder/pre_norm", 1), ("decoder/scale_embeddings", 0), ("decoder/activation", _GELU)):
         if flag in variables and _scalar(variables, flag, file) != want:
             raise CT2FormatError(f"{file}: {flag} = {_scalar(variables, flag, file)}, Whisper has {want}")
-    d_model, n_mels, _ = variables["encoder/conv1/weight"].shape
-    vocab_size = variables["decoder/embeddings/weight"].shape[0]
+
+    def shape(name: str) -> tuple:
+        if name not in variables:
+            raise CT2FormatError(f"{file}: variable {name!r} is missing")
+        return variables[name].shape
+
+    d_model, n_mels, _ = shape("encoder/conv1/weight")
+    vocab_size = shape("decoder/embeddings/weight")[0]
     eot, sot = tokens["<|endoftext|>"], tokens["<|startoftranscript|>"]
     return WhisperConfig(
         vocab_size=vocab_size,
@@ -207,14 +213,15 @@ def _build_config(variables: dict, tokens: dict[str, int], file: str):
         decoder_layers=_layer_count(variables, "decoder"),
         encoder_attention_heads=_scalar(variables, "encoder/num_heads", file),
         decoder_attention_heads=_scalar(variables, "decoder/num_heads", file),
-        encoder_ffn_dim=variables["encoder/layer_0/ffn/linear_0/weight"].shape[0],
-        decoder_ffn_dim=variables["decoder/layer_0/ffn/linear_0/weight"].shape[0],
-        max_source_positions=variables["encoder/position_encodings/encodings"].shape[0],
-        max_target_positions=variables["decoder/position_encodings/encodings"].shape[0],
+        encoder_ffn_dim=shape("encoder/layer_0/ffn/linear_0/weight")[0],
+        decoder_ffn_dim=shape("decoder/layer_0/ffn/linear_0/weight")[0],
+        max_source_positions=shape("encoder/position_encodings/encodings")[0],
+        max_target_positions=shape("decoder/position_encodings/encodings")[0],
         activation_function="gelu",
         scale_embedding=False,
         tie_word_embeddings=True,
-        bos_token_id=sot,  # as openai/whisper-*.en: bos = decoder start = <|startoftranscript|>, eos = pad = <|endoftext|>
+        # as openai/whisper-*.en: bos = decoder start = <|startoftranscript|>, eos = pad = <|endoftext|>
+        bos_token_id=sot,
         eos_token_id=eot,
         pad_token_id=eot,
         decoder_start_token_id=sot,
@@ -322,7 +329,8 @@ def convert_ct2_whisper(ct2_dir: str | os.PathLike, out_dir: str | os.PathLike, 
     missing = set(model.state_dict()) - set(state_dict) - {"proj_out.weight"}
     unexpected = set(state_dict) - set(model.state_dict())
     if missing or unexpected:
-        raise CT2FormatError(f"{model_bin}: mapping mismatch; missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+        raise CT2FormatError(f"{model_bin}: mapping mismatch; missing {sorted(missing)}, "
+                             f"unexpected {sorted(unexpected)}")
     model.load_state_dict(state_dict, strict=False, assign=True)
     model.tie_weights()
     model.generation_config = _build_generation_config(config, ct2_config, tokens)
