@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import io
 import os
 import socket
@@ -99,7 +100,9 @@ def build_tiny(directory: Path) -> Path:
     return directory
 
 
-def serve_and_bench(model_dir: Path, max_batch: int, args) -> dict:
+@contextlib.contextmanager
+def running_server(model_dir: Path, max_batch: int, args):
+    """`usam serve MODEL_DIR --max-batch B` on a free 127.0.0.1 port; yields its URL, stops it after."""
     import httpx
 
     port = free_port()
@@ -121,7 +124,7 @@ def serve_and_bench(model_dir: Path, max_batch: int, args) -> dict:
             if time.monotonic() > deadline:
                 raise TimeoutError("usam serve did not start within 180 s")
             time.sleep(0.3)
-        return run_benchmark(url, args.n, args.concurrency, args.max_tokens, args.audio_seconds, None, None)
+        yield url
     finally:
         proc.terminate()
         try:
@@ -130,10 +133,16 @@ def serve_and_bench(model_dir: Path, max_batch: int, args) -> dict:
             proc.kill()
 
 
+def median_of(rounds: list[dict]) -> dict:
+    """Per-figure median over rounds (an idle server takes no CPU, so the two servers' rounds alternate and
+    share whatever else the machine is doing)."""
+    return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+
+
 def show(label: str, r: dict) -> None:
     print(f"{label:<22} p50 {r['p50_s'] * 1000:8.1f} ms   p95 {r['p95_s'] * 1000:8.1f} ms   "
           f"{r['req_per_s']:7.2f} req/s   {r['tokens_per_s']:8.1f} tok/s   "
-          f"{r['n']} requests in {r['generations']} generations ({r['wall_s']:.1f} s)", flush=True)
+          f"{int(r['n'])} requests in {r['generations']:g} generations ({r['wall_s']:.1f} s)", flush=True)
 
 
 def main() -> int:
@@ -145,6 +154,8 @@ def main() -> int:
     parser.add_argument("--max-batch", type=int, default=8, help="--compare: the batched server's cap (default: 8)")
     parser.add_argument("--batch-window-ms", type=float, default=10.0,
                         help="--compare: the servers' collection window (default: 10)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="--compare: rounds per server, alternating between them (default: 3)")
     parser.add_argument("--n", type=int, default=64, help="requests to send (default: 64)")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight at once (default: 16)")
     parser.add_argument("--max-tokens", type=int, default=32, help="max_tokens of each request (default: 32)")
@@ -158,12 +169,20 @@ def main() -> int:
         show(args.url, run_benchmark(args.url, args.n, args.concurrency, args.max_tokens, args.audio_seconds,
                                      args.api_key, args.model))
         return 0
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as servers:
         model_dir = build_tiny(Path(tmp) / "usam-tiny") if args.compare == "tiny" else Path(args.compare)
         print(f"model {model_dir.name}: {args.n} requests, concurrency {args.concurrency}, max_tokens "
-              f"{args.max_tokens}, {args.audio_seconds:g} s clips, greedy", flush=True)
-        show("batching off (B=1)", serve_and_bench(model_dir, 1, args))
-        show(f"batching on (B={args.max_batch})", serve_and_bench(model_dir, args.max_batch, args))
+              f"{args.max_tokens}, {args.audio_seconds:g} s clips, greedy, {args.rounds} alternating rounds "
+              "(medians shown)", flush=True)
+        configs = {"batching off (B=1)": 1, f"batching on (B={args.max_batch})": args.max_batch}
+        urls = {label: servers.enter_context(running_server(model_dir, b, args)) for label, b in configs.items()}
+        rounds = {label: [] for label in configs}
+        for _ in range(args.rounds):
+            for label, url in urls.items():
+                rounds[label].append(run_benchmark(url, args.n, args.concurrency, args.max_tokens,
+                                                   args.audio_seconds, None, None))
+        for label in configs:
+            show(label, median_of(rounds[label]))
     return 0
 
 
