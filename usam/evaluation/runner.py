@@ -232,26 +232,36 @@ def _finish(out_dir: Path, model_name: str, benchmark: Benchmark, manifest: Path
     for row in rows:  # a rank may have repeated a batch (fewer samples than ranks): keep one per key
         by_key.setdefault(row["key"], row)
     missing = [it.entry.key for it in items if it.entry.key not in by_key]
-    if missing or len(by_key) != len(items):
+    unexpected = sorted(set(by_key) - {it.entry.key for it in items})
+    if missing or unexpected:
         raise RuntimeError(f"merged shards: {len(missing)} keys without a prediction (first {missing[:3]}), "
-                           f"{len(by_key) - len(items) + len(missing)} unexpected")
+                           f"{len(unexpected)} keys not in the manifest (first {unexpected[:3]})")
     rows = [by_key[it.entry.key] for it in items]
-    metrics, per_item = _score(benchmark, items, rows)
     tasks = [it.entry.task for it in items]
 
-    predictions = []
-    for it, row, scores in zip(items, rows, per_item):
-        e = it.entry
-        line = {"key": e.key, "task": e.task, "instruction": it.instruction, "prediction": row["prediction"],
-                "references": list(e.text)}
-        if e.lang:
-            line["lang"] = e.lang
-        if "qtype" in e.extra:
-            line["qtype"] = e.extra["qtype"]
-        line.update({k: v for k, v in (scores or {}).items() if k not in line})
-        line.update(duration=row["duration"], new_tokens=row["new_tokens"], finished=row["finished"],
-                    expert_weights=row["expert_weights"])
-        predictions.append(_jsonable(line))
+    def prediction_lines(per_item):
+        lines = []
+        for it, row, scores in zip(items, rows, per_item):
+            e = it.entry
+            line = {"key": e.key, "task": e.task, "instruction": it.instruction, "prediction": row["prediction"],
+                    "references": list(e.text)}
+            if e.lang:
+                line["lang"] = e.lang
+            if "qtype" in e.extra:
+                line["qtype"] = e.extra["qtype"]
+            line.update({k: v for k, v in (scores or {}).items() if k not in line})
+            line.update(duration=row["duration"], new_tokens=row["new_tokens"], finished=row["finished"],
+                        expert_weights=row["expert_weights"])
+            lines.append(_jsonable(line))
+        return lines
+
+    # the predictions first, so that a failure while scoring loses no generation work; an older metrics.json
+    # must not sit next to them meanwhile
+    for stale in (METRICS_FILE, MARKDOWN_FILE):
+        (out_dir / stale).unlink(missing_ok=True)
+    write_jsonl(out_dir / PREDICTIONS_FILE, prediction_lines([None] * len(items)))
+    metrics, per_item = _score(benchmark, items, rows)
+    predictions = prediction_lines(per_item)
 
     budgets = {t: settings.max_new_tokens or benchmark.max_new_tokens_for(t) for t in sorted(set(tasks))}
     unfinished = {t: sum(1 for r, tt in zip(rows, tasks) if tt == t and not r["finished"]) for t in budgets}
