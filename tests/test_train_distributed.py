@@ -46,7 +46,9 @@ def _records(out: Path, kind: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("dist")
-    return root, (write_corpus(root / "data", 12), write_corpus(root / "data", 4, name="valid", seed=1))
+    # 11 clips in batches of 2: one micro-batch holds a single clip, for which SACL does not call its heads
+    # (the ranks must still agree on which parameters have gradients)
+    return root, (write_corpus(root / "data", 11), write_corpus(root / "data", 4, name="valid", seed=1))
 
 
 @pytest.mark.parametrize("zero", ["zero2", "zero3"])
@@ -65,9 +67,12 @@ def test_two_ranks_match_one_rank(data, zero):
         rank0, rank1 = (set(k) for k in b["keys"])
         assert rank0 and rank1 and not rank0 & rank1  # the ranks' shards do not overlap
         assert rank0 | rank1 == set(a["keys"][0])  # together they are the 1-rank step's global batch
+    assert any(len(k) == 1 for r in two for k in r["keys"])
     v1, v2 = _records(root / f"one_{zero}", "valid"), _records(out, "valid")
     assert [r["step"] for r in v2] == [2, 3]
-    assert v2[-1]["loss"] == pytest.approx(v1[-1]["loss"], rel=1e-5)
+    # (after the last update: Adam at lr 1e-2 amplifies the rounding differences of the gradient all-reduce)
+    for a, b in zip(v1, v2):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
     # rank 0 alone writes the logs and the final folder
     steps = [r["step"] for r in _records(out, "train")]
     assert steps == sorted(set(steps))  # each step logged once

@@ -78,6 +78,12 @@ def build_engine(model, cfg: TrainConfig, steps: int, world: int):
     if not params:
         raise ValueError("the model has no trainable parameter for this stage")
     warmup = int(math.ceil(cfg.schedule.warmup_ratio * steps))
+    if getattr(model, "sacl", None) is not None:  # data-dependent calls: see keep_parameters_in_graph
+        dist_utils.keep_parameters_in_graph(model.sacl)
+        if ds_config.get("zero_optimization", {}).get("stage", 0) == 3:
+            from deepspeed.utils import set_z3_leaf_modules
+
+            set_z3_leaf_modules(model, [type(model.sacl)])
     engine, optimizer, _, scheduler = deepspeed.initialize(
         model=model, model_parameters=params, config=ds_config,
         lr_scheduler=lambda opt: get_cosine_schedule_with_warmup(opt, warmup, steps))
@@ -303,7 +309,7 @@ class Trainer:
                 "loss": sums["loss"] / n, "ce": sums["ce"] / n, "sacl": sums["sacl"] / n,
                 "balance": sums["balance"] / n, "lr": float(self.scheduler.get_last_lr()[0]),
                 "epoch": self.epoch, "audio_s_per_s": sums["audio_s"] / elapsed,
-                "tokens_per_s": sums["tokens"] / elapsed, "peak_mem_mb": max(g["mem"] for g in gathered),
+                "tokens_per_s": sums["tokens"] / elapsed, "audio_s": sums["audio_s"], "peak_mem_mb": max(g["mem"] for g in gathered),
                 "seen": sum(g["seen"] for g in gathered), "skipped": dict(sorted(skipped.items())),
                 "experts": means, "expert_tokens": counts,
             }
