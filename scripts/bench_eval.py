@@ -34,6 +34,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed of the clips and the tiny model (default 0)")
+    p.add_argument("--prefill", action="store_true",
+                   help="also time the same batches with max_new_tokens=1 (encoders + prompt pass + one token), "
+                   "to show how much of the time is the audio side")
     return p.parse_args(argv)
 
 
@@ -79,8 +82,16 @@ def bench_model(model_dir: Path, args, items, waves) -> list[dict]:
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - start
+            prefill = None
+            if args.prefill:
+                start = time.perf_counter()
+                for batch in batches:
+                    generate([waves[i] for i in batch], [items[i].instruction for i in batch], 1)
+                if args.device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                prefill = time.perf_counter() - start
         results.append({"batch_size": bs, "batches": len(batches), "samples": samples, "tokens": tokens,
-                        "seconds": seconds, "samples_per_s": samples / seconds, "tokens_per_s": tokens / seconds})
+                        "seconds": seconds, "prefill_seconds": prefill, "samples_per_s": samples / seconds, "tokens_per_s": tokens / seconds})
     return results
 
 
@@ -88,10 +99,11 @@ def print_table(name: str, results: list[dict]) -> None:
     base = results[0]
     print(f"\n{name}")
     print(f"{'batch':>5} {'batches':>7} {'samples':>7} {'tokens':>7} {'seconds':>8} {'samples/s':>9} "
-          f"{'tokens/s':>9} {'speed-up':>8}")
+          f"{'tokens/s':>9} {'speed-up':>8}" + (f" {'prefill s':>9}" if base["prefill_seconds"] is not None else ""))
     for r in results:
         print(f"{r['batch_size']:>5} {r['batches']:>7} {r['samples']:>7} {r['tokens']:>7} {r['seconds']:>8.2f} "
-              f"{r['samples_per_s']:>9.2f} {r['tokens_per_s']:>9.1f} {r['samples_per_s'] / base['samples_per_s']:>7.2f}x")
+              f"{r['samples_per_s']:>9.2f} {r['tokens_per_s']:>9.1f} {r['samples_per_s'] / base['samples_per_s']:>7.2f}x"
+              + (f" {r['prefill_seconds']:>9.2f}" if r["prefill_seconds"] is not None else ""))
 
 
 def main(argv=None) -> int:
