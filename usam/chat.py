@@ -54,6 +54,47 @@ def load_clip(audio, max_seconds: float | None = None) -> np.ndarray:
     return np.ascontiguousarray(wave)
 
 
+def _token_streamer(tokenizer):
+    """A TextIteratorStreamer that hands over each token's text as soon as it is whole characters.
+
+    transformers' TextStreamer holds text back to the last space (whole words), so an answer without spaces
+    would arrive in one piece at the end. Here the whole answer is decoded at each step (without spacing
+    clean-up, so earlier text never changes) and everything but a trailing incomplete UTF-8 character
+    (U+FFFD until its bytes arrive) is sent."""
+    from transformers import TextIteratorStreamer
+
+    class TokenStreamer(TextIteratorStreamer):
+        def __init__(self):
+            super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True,
+                             clean_up_tokenization_spaces=False)
+            self._ids: list[int] = []
+            self._sent = 0
+            self._prompt_skipped = False
+
+        def _text(self) -> str:
+            return self.tokenizer.decode(self._ids, **self.decode_kwargs)
+
+        def put(self, value):
+            if not self._prompt_skipped:  # generate() first hands over the prompt (empty: it starts from embeddings)
+                self._prompt_skipped = True
+                return
+            self._ids.extend(value.reshape(-1).tolist())  # batch size 1: (1,) per step
+            text = self._text()
+            end = len(text)
+            while end > self._sent and text[end - 1] == "\ufffd":
+                end -= 1
+            if end > self._sent:
+                self.on_finalized_text(text[self._sent:end])
+                self._sent = end
+
+        def end(self):
+            text = self._text()
+            self.on_finalized_text(text[self._sent:], stream_end=True)
+            self._sent = len(text)
+
+    return TokenStreamer()
+
+
 class USAMChat:
     """One conversation. The model and processor may be shared by several chats (they hold no chat state)."""
 
@@ -140,7 +181,7 @@ class USAMChat:
     def _stream(self, batch, kwargs, commit) -> Iterator[str]:
         """model.generate runs in a thread and feeds a TextIteratorStreamer; closing the iterator early stops
         the generation (a stopping criterion watches a flag) and leaves the history unchanged."""
-        from transformers import StoppingCriteria, TextIteratorStreamer
+        from transformers import StoppingCriteria
 
         import torch
 
@@ -150,7 +191,7 @@ class USAMChat:
             def __call__(self, input_ids, scores, **_):
                 return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
 
-        streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        streamer = _token_streamer(self.processor.tokenizer)
         result: dict = {}
 
         def run():
