@@ -51,7 +51,7 @@ def data(tmp_path_factory):
     return root, (write_corpus(root / "data", 11), write_corpus(root / "data", 4, name="valid", seed=1))
 
 
-@pytest.mark.parametrize("zero", ["zero2", "zero3"])
+@pytest.mark.parametrize("zero", ["zero2", pytest.param("zero3", marks=pytest.mark.slow)])
 def test_two_ranks_match_one_rank(data, zero):
     root, manifests = data
     out = root / zero

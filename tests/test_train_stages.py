@@ -21,7 +21,9 @@ def test_stage1_to_stage2_handoff(tmp_path):
     stage1 = USAMModel.from_pretrained(s1 / "final")
     stage1.set_stage(1)
     s2 = tmp_path / "s2"
-    overrides = {"stage": 2, "init_from": str(s1 / "final"), "schedule.max_steps": 2}
+    # (stage 2 also runs with gradient checkpointing of the LLM)
+    overrides = {"stage": 2, "init_from": str(s1 / "final"), "schedule.max_steps": 2,
+                 "model.llm.gradient_checkpointing": True}
     cfg = tiny_train_config(s2, manifest, overrides=overrides)
 
     # the stage-2 model starts from exactly the stage-1 weights
@@ -31,6 +33,7 @@ def test_stage1_to_stage2_handoff(tmp_path):
     w1 = load_file(str(s1 / "final" / "usam_weights.safetensors"))
     own = start.state_dict()
     assert w1 and all(torch.equal(own[k], v) for k, v in w1.items())
+    assert start.llm.is_gradient_checkpointing
     lora = [n for n, p in start.named_parameters() if p.requires_grad and "lora_" in n]
     assert lora and all(n.startswith("llm.") for n in lora)  # stage 2 trains the LLM's LoRA
 

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "data.train=[a.jsonl] model.llm.gradient_checkpointing=true)")
     parser.add_argument("--resume", nargs="?", const="latest", default=None, metavar="PATH",
                         help="continue a run: no value = the newest checkpoint in output_dir; or a checkpoint "
-                        "folder or a run folder")
+                        "folder or a run folder (write --resume=PATH, or put --resume after the overrides)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
 

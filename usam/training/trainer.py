@@ -217,6 +217,8 @@ class Trainer:
         t_log = time.perf_counter()
         epoch = self.epoch
         sampler_state = self.sampler_state
+        start_step = self.step
+        sampler = None
         done = self.step >= self.steps
         while not done:
             if sampler_state is None and epoch >= cfg.schedule.epochs and not cfg.schedule.max_steps:
@@ -276,7 +278,8 @@ class Trainer:
         if stopped_early:
             return {"step": self.step, "stopped_early": True}
         self.validate()
-        self._save(sampler)
+        if sampler is not None and self.step > start_step:  # (a resume of a finished run has nothing to save)
+            self._save(sampler)
         final = self.save_final()
         summary = {"step": self.step, "final": str(final), "skipped": dict(self.skip_counts), "seen": self.seen,
                    "manifest_problems": dict(self.data.manifest_problems)}
