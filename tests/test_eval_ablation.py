@@ -8,8 +8,7 @@ import pytest
 from usam.errors import DataError
 from usam.evaluation.ablation import DEFAULT_ABLATIONS, load_ablations, run_ablations
 from usam.evaluation.generation import GenerationSettings
-from usam.evaluation.tiny import build_talking_tiny_model
-from tests.test_eval_runner import ITEMS, write_split
+from usam.evaluation.tiny import TINY_SPLIT_ITEMS, build_talking_tiny_model, write_tiny_split
 
 
 def test_the_shipped_ablation_list_is_valid():
@@ -37,7 +36,7 @@ def test_two_model_folders_give_one_table(tmp_path):
     runs = tmp_path / "runs"
     build_talking_tiny_model(runs / "full" / "final", seed=0)
     build_talking_tiny_model(runs / "no-moe" / "final", seed=0, **{"projector.num_experts": 1})
-    write_split(tmp_path / "data", ITEMS)
+    write_tiny_split(tmp_path / "data", TINY_SPLIT_ITEMS)
     listing = tmp_path / "ablations.yaml"
     listing.write_text("benchmarks: [synthetic-test]\nmodels:\n  full: ${runs}/full/final\n"
                        "  no-moe: ${runs}/no-moe/final\n")

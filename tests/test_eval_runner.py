@@ -15,40 +15,12 @@ from usam.evaluation.generation import GenerationSettings
 from usam.evaluation.registry import load_registry
 from usam.evaluation.runner import build_items, evaluate, manifest_benchmark, plan_batches
 from usam.evaluation.sharding import DistContext
-from usam.evaluation.tiny import build_talking_tiny_model
+from usam.evaluation.tiny import TINY_QUESTIONS, TINY_SPLIT_ITEMS, build_talking_tiny_model, write_tiny_split
 
 REPO = Path(__file__).resolve().parents[1]
-# (task, references, qa question type): the four task kinds of the synthetic test split
-ITEMS = [("asr", "the cat sat on the mat", None), ("asr", "hello world", None), ("asr", "one two three", None),
-         ("cls", "dog", None), ("cls", "rain", None), ("cls", "dog", None),
-         ("qa", "3", "count"), ("qa", "yes", "drums"),
-         ("aac", ["a dog barks", "a dog is barking loudly"], None), ("aac", ["rain falls on a roof"], None),
-         ("s2tt", "猫坐在垫子上", None)]
-QUESTIONS = {"count": "How many times does the sound occur? Answer with a number.",
-             "drums": "Are there drums in this music? Answer yes or no."}
+ITEMS, QUESTIONS = TINY_SPLIT_ITEMS, TINY_QUESTIONS
 MAX_NEW = 10
-
-
-def write_split(root: Path, items=ITEMS, name="test.jsonl", seed=0) -> Path:
-    """root/synth/<name> with one wav per line (0.4 s to 2.5 s of noise), the layout of `usam synth`."""
-    folder = root / "synth"
-    (folder / "audio").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    lines = []
-    for i, (task, text, qtype) in enumerate(items):
-        seconds = 0.4 + 0.23 * i
-        sf.write(folder / "audio" / f"c{i}.wav", (rng.standard_normal(int(16000 * seconds)) * 0.1).astype(np.float32),
-                 16000, subtype="FLOAT")
-        line = {"key": f"utt{i}-{task}", "audio": f"audio/c{i}.wav", "task": task, "text": text,
-                "duration": seconds}
-        if task == "s2tt":
-            line["lang"] = "zh"  # the target language
-        if qtype:
-            line.update(qtype=qtype, instruction=QUESTIONS[qtype])
-        lines.append(line)
-    path = folder / name
-    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    return path
+write_split = write_tiny_split
 
 
 def read_jsonl(path):

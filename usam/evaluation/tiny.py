@@ -1,4 +1,5 @@
-"""A tiny random model folder that says something (for the evaluation tests and scripts/bench_eval.py).
+"""Tiny fixtures for the evaluation tests and scripts/bench_eval.py: a random model folder that says something
+(`build_talking_tiny_model`) and a synthetic-style test split of a few noise clips (`write_tiny_split`).
 
 The all-random tiny config (configs/model/tiny.yaml) echoes its last prompt token (a newline) forever,
 which decodes to "" for every input: a batched-vs-single comparison would then prove nothing. Here the LLM's
@@ -52,3 +53,42 @@ def build_talking_tiny_model(out_dir: str | Path, *, seed: int = 0, config: str 
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     return out_dir
+
+
+# (task, references, qa question type): every task kind of the synthetic test split, a few items each
+TINY_SPLIT_ITEMS = [
+    ("asr", "the cat sat on the mat", None), ("asr", "hello world", None), ("asr", "one two three", None),
+    ("cls", "dog", None), ("cls", "rain", None), ("cls", "dog", None),
+    ("qa", "3", "count"), ("qa", "yes", "drums"),
+    ("aac", ["a dog barks", "a dog is barking loudly"], None), ("aac", ["rain falls on a roof"], None),
+    ("s2tt", "猫坐在垫子上", None),
+]
+TINY_QUESTIONS = {"count": "How many times does the sound occur? Answer with a number.",
+                  "drums": "Are there drums in this music? Answer yes or no."}
+
+
+def write_tiny_split(root: str | Path, items=TINY_SPLIT_ITEMS, name: str = "test.jsonl", seed: int = 0) -> Path:
+    """ROOT/synth/<name> in the layout of `usam synth` (so `--data-root ROOT` finds it as synthetic-test):
+    one 16 kHz noise wav per line, item i lasting 0.4 + 0.23 i seconds, durations in the manifest."""
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    folder = Path(root) / "synth"
+    (folder / "audio").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    lines = []
+    for i, (task, text, qtype) in enumerate(items):
+        seconds = round(0.4 + 0.23 * i, 4)
+        wave = (rng.standard_normal(int(16000 * seconds)) * 0.1).astype(np.float32)
+        sf.write(folder / "audio" / f"c{i}.wav", wave, 16000, subtype="FLOAT")
+        line = {"key": f"utt{i}-{task}", "audio": f"audio/c{i}.wav", "task": task, "text": text, "duration": seconds}
+        if task == "s2tt":
+            line["lang"] = "zh"  # the target language
+        if qtype:
+            line.update(qtype=qtype, instruction=TINY_QUESTIONS[qtype])
+        lines.append(line)
+    path = folder / name
+    path.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
+    return path
