@@ -94,6 +94,8 @@ class LLMSettings:
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
     gradient_checkpointing: bool = False
     trust_remote_code: bool = False
+    # A system message for every chat; None keeps the chat template's own default (some templates add a long one).
+    system_prompt: str | None = None
 
 
 @dataclass

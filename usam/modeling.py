@@ -39,7 +39,8 @@ class USAMOutput(ModelOutput):
     sacl_loss: torch.Tensor | None = None
     balance_loss: torch.Tensor | None = None
     z_loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # (B, L, V), or (B, K, V) at `logit_positions` when labels were given
+    logit_positions: torch.Tensor | None = None  # (K,) sequence positions of `logits`; None: all positions
     routing_weights: torch.Tensor | None = None  # (N_tokens, E) for every valid audio token of the batch
     routing_sample_index: torch.Tensor | None = None  # (N_tokens,) batch row of each token
 
@@ -200,17 +201,25 @@ class USAMModel(nn.Module):
                 instruction_mask: torch.Tensor | None = None, answer_mask: torch.Tensor | None = None,
                 audio: torch.Tensor | None = None, audio_lengths: torch.Tensor | None = None,
                 audio_sample_index: torch.Tensor | None = None,
-                encoder_outputs: dict[str, EncoderOutput] | None = None, **_unused) -> USAMOutput:
+                encoder_outputs: dict[str, EncoderOutput] | None = None, logits_to_keep: str = "labels",
+                **_unused) -> USAMOutput:
+        """Loss parts and logits. With labels and logits_to_keep="labels" (default), `logits` covers only the
+        positions whose next token is labelled (`logit_positions`); "all" gives every position."""
         embeds, info = self._inputs_embeds(input_ids, instruction_mask, audio, audio_lengths, audio_sample_index,
                                            encoder_outputs)
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # from the mask: padding-invariant
+        keep = None
+        if labels is not None and logits_to_keep == "labels":
+            # the LM head only where a next token is labelled: on a 49k vocabulary it is a large share of the step
+            keep = (labels[:, 1:] != -100).any(0).nonzero().squeeze(1)
         logits = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
-                          use_cache=False).logits
+                          use_cache=False, logits_to_keep=keep if keep is not None else 0).logits
         zero = logits.new_zeros((), dtype=torch.float32)
         ce = sacl = balance = z_loss = zero
         if labels is not None:
-            ce = nn.functional.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels[:, 1:].flatten(),
-                                             ignore_index=-100)
+            targets = labels[:, 1:] if keep is None else labels[:, 1:].index_select(1, keep)
+            scores = logits[:, :-1] if keep is None else logits
+            ce = nn.functional.cross_entropy(scores.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
         routing, routing_index = None, None
         if info is not None:
             projected = info["projected"]
@@ -222,6 +231,7 @@ class USAMModel(nn.Module):
         lc = self.config.loss
         loss = ce + lc.lambda_sac * sacl + lc.lambda_bal * balance + lc.lambda_z * z_loss if labels is not None else None
         return USAMOutput(loss=loss, ce_loss=ce, sacl_loss=sacl, balance_loss=balance, z_loss=z_loss, logits=logits,
+                          logit_positions=keep,
                           routing_weights=routing, routing_sample_index=routing_index)
 
     def _sacl(self, info, input_ids, answer_mask) -> torch.Tensor:

@@ -109,6 +109,9 @@ class USAMProcessor:
         When the last message is an assistant message marked `_answer` (training), it is labelled.
         """
         clips: list[np.ndarray] = []
+        system = self.config.llm.system_prompt
+        if system is not None and not (conversation and conversation[0].get("role") == "system"):
+            conversation = [{"role": "system", "content": system}, *conversation]
         messages = self._template_messages(conversation, clips)
         train = bool(conversation) and conversation[-1].get("role") == "assistant" and conversation[-1].get("_answer")
         template = self.tokenizer.apply_chat_template

@@ -77,6 +77,8 @@ class MERTAudioEncoder(AudioEncoder):
         # The hidden states are collected with our own hooks on the encoder layers: transformers 5's
         # `output_hidden_states` capture intermittently returned an empty tuple inside our training step.
         self._states: list[torch.Tensor] = []
+        # The layer mix needs every layer's state: layerdrop would skip layers (and their hooks) at random.
+        self.model.config.layerdrop = 0.0
         layers = self.model.encoder.layers
         layers[0].register_forward_pre_hook(self._record_input)  # bound methods: a deepcopy stays self-contained
         for layer in layers:

@@ -1,0 +1,273 @@
+"""`usam demo`: train a real U-SAM offline on a CPU and show what it learned.
+
+Steps: synthetic corpus -> Whisper feature cache -> stage 1 (connector, LLM frozen) -> stage 2 (LLM LoRA) ->
+evaluation on the test split (every task) -> plots -> one answer each about a speech, a sound and a music clip.
+Training steps are sized to the time budget from a short timing of the real model.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from usam.training.config import REPO_ROOT
+
+logger = logging.getLogger("usam.demo")
+DEMO_MODEL = REPO_ROOT / "configs/model/demo.yaml"
+SYNTH_CONFIG = REPO_ROOT / "configs/synth/default.yaml"
+
+
+@dataclass
+class DemoPlan:
+    out: Path
+    minutes: float
+    hours: float  # corpus size
+    quick: bool
+    seed: int = 0
+    jobs: int | None = None
+    stage1_share: float = 0.3  # of the training time
+    train_share: float = 0.6  # of the whole budget (the rest: corpus, cache, evaluation)
+    eval_limit: int | None = None
+    max_samples: int = 8
+    model_yaml: Path = DEMO_MODEL
+    timings: dict = field(default_factory=dict)
+
+    @classmethod
+    def make(cls, out, minutes, quick, hours=None, seed=0, jobs=None, model_yaml=None) -> "DemoPlan":
+        if quick:
+            return cls(Path(out), minutes=minutes or 3.0, hours=hours or 0.03, quick=True, seed=seed, jobs=jobs,
+                       eval_limit=24, model_yaml=Path(model_yaml or DEMO_MODEL))
+        return cls(Path(out), minutes=minutes, hours=hours or max(0.5, minutes / 20.0), quick=False, seed=seed,
+                   jobs=jobs, model_yaml=Path(model_yaml or DEMO_MODEL))
+
+
+class Stopwatch:
+    def __init__(self, plan: DemoPlan):
+        self.plan, self.start = plan, time.time()
+
+    def lap(self, name: str, since: float) -> None:
+        self.plan.timings[name] = round(time.time() - since, 1)
+        logger.info("demo: %s took %.1f s", name, self.plan.timings[name])
+
+    def left_s(self) -> float:
+        return self.plan.minutes * 60 - (time.time() - self.start)
+
+
+def _say(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def make_corpus(plan: DemoPlan) -> Path:
+    from usam.synth.config import load_config
+    from usam.synth.corpus import generate_corpus
+
+    cfg = load_config(SYNTH_CONFIG)
+    data = plan.out / "data"
+    meta = generate_corpus(data, cfg, hours=plan.hours, seed=plan.seed, jobs=plan.jobs)
+    _say(f"corpus: {data} ({'reused' if meta.get('reused') else 'generated'})")
+    return data
+
+
+def model_sections(plan: DemoPlan) -> dict:
+    return yaml.safe_load(plan.model_yaml.read_text())
+
+
+def build_cache(plan: DemoPlan, data: Path) -> Path:
+    """Frozen-encoder features for every split, computed once (train, valid and test share one cache)."""
+    import torch
+
+    from usam.config import USAMConfig
+    from usam.data import read_manifest
+    from usam.modeling import USAMModel
+    from usam.training.cache import build_cache as run_cache
+
+    cache = plan.out / "cache"
+    if (cache / "meta.json").exists():
+        _say(f"feature cache: {cache} (reused)")
+        return cache
+    torch.manual_seed(plan.seed)
+    model = USAMModel(USAMConfig(**model_sections(plan)))
+    entries = []
+    seen = set()
+    for split in ("train", "valid", "test"):
+        for entry in read_manifest(data / f"{split}.jsonl", strict=True):
+            if entry.key not in seen:
+                seen.add(entry.key)
+                entries.append(entry)
+    run_cache(model, entries, cache)
+    _say(f"feature cache: {cache} ({len(entries)} samples)")
+    return cache
+
+
+def time_one_step(plan: DemoPlan, data: Path) -> float:
+    """Seconds per optimiser step of stage 2 on a typical batch (forward + backward), from two timed steps."""
+    import torch
+
+    from usam.config import USAMConfig
+    from usam.data import AudioDataset, read_manifest
+    from usam.modeling import USAMModel
+    from usam.processing import USAMProcessor
+    from usam.tasks import instruction_for
+
+    torch.manual_seed(plan.seed)
+    model = USAMModel(USAMConfig(**model_sections(plan)))
+    model.set_stage(2)
+    model.train()
+    processor = USAMProcessor.from_model(model)
+    entries = read_manifest(data / "train.jsonl", strict=True)[: plan.max_samples]
+    samples = [AudioDataset(entries, strict=True)[i] for i in range(len(entries))]
+    instructions = [s.instruction or instruction_for(s.task, train=False, lang=s.lang) for s in samples]
+    batch = processor([s.audio for s in samples], instructions, [s.references[0] for s in samples])
+    params = [p for _, p in model.trainable_parameters()]
+    opt = torch.optim.AdamW(params, lr=1e-5)
+    times = []
+    for _ in range(3):
+        start = time.time()
+        opt.zero_grad()
+        model(**batch).loss.backward()
+        opt.step()
+        times.append(time.time() - start)
+    return sorted(times)[1]
+
+
+def train_stage(plan: DemoPlan, data: Path, cache: Path | None, stage: int, steps: int, init_from: Path | None) -> Path:
+    from usam.training.config import load_train_config
+    from usam.training.trainer import train
+
+    out = plan.out / f"stage{stage}"
+    final = out / "final"
+    if (final / "usam_weights.safetensors").exists():
+        _say(f"stage {stage}: {final} (reused)")
+        return final
+    cfg_path = REPO_ROOT / "configs/train" / f"demo_stage{stage}.yaml"
+    overrides = {
+        "model": model_sections(plan),
+        "output_dir": str(out),
+        "seed": plan.seed,
+        "data.train": [{"manifest": str(data / "train.jsonl"), "weight": 1.0}],
+        "data.valid": [str(data / "valid.jsonl")],
+        "data.cache_dir": str(cache) if cache else None,
+        "data.max_samples": plan.max_samples,
+        "schedule.max_steps": steps,
+        "logging.eval_every": max(steps // 2, 1),
+        "logging.save_every": max(steps // 2, 1),
+    }
+    if init_from is not None:
+        overrides["init_from"] = str(init_from)
+    cfg = load_train_config(cfg_path, overrides)
+    _say(f"stage {stage}: {steps} optimiser steps -> {final}")
+    summary = train(cfg)
+    return Path(summary.get("final", final))
+
+
+def evaluate_test(plan: DemoPlan, model_dir: Path, data: Path) -> dict:
+    from usam.evaluation.generation import GenerationSettings
+    from usam.evaluation.registry import load_registry
+    from usam.evaluation.runner import evaluate
+
+    benchmark = load_registry()["synthetic-test"]
+    out = plan.out / "eval"
+    settings = GenerationSettings(max_new_tokens=24 if plan.quick else None)
+    return evaluate(model_dir, benchmark, out, manifest=data / "test.jsonl", settings=settings, model_name="usam-demo",
+                    limit=plan.eval_limit)
+
+
+def answer_examples(model_dir: Path, data: Path) -> list[dict]:
+    """One answer each about a speech, a sound and a music clip of the test split."""
+    from usam.chat import USAMChat
+    from usam.data import read_manifest
+    from usam.modeling import USAMModel
+
+    chat = USAMChat(USAMModel.from_pretrained(model_dir), max_new_tokens=48)
+    wanted = {"speech": "asr", "sound": "aac", "music": "mc"}
+    answers = []
+    for entry in read_manifest(data / "test.jsonl", strict=True):
+        domain = entry.extra.get("domain")
+        if wanted.get(domain) == entry.task:
+            from usam.tasks import instruction_for
+
+            question = entry.instruction or instruction_for(entry.task, train=False)
+            chat.reset()
+            answer = chat.ask(entry.audio, question)
+            answers.append({"domain": domain, "audio": str(entry.audio), "question": question, "answer": answer,
+                            "reference": entry.text[0]})
+            del wanted[domain]
+        if not wanted:
+            break
+    return answers
+
+
+def run(plan: DemoPlan) -> dict:
+    plan.out.mkdir(parents=True, exist_ok=True)
+    clock = Stopwatch(plan)
+    t = time.time()
+    data = make_corpus(plan)
+    clock.lap("corpus", t)
+    t = time.time()
+    cache = build_cache(plan, data)
+    clock.lap("cache", t)
+    t = time.time()
+    if plan.quick:
+        steps1, steps2 = 6, 10
+    else:
+        step_s = time_one_step(plan, data)
+        train_s = max(clock.left_s() - plan.minutes * 60 * (1 - plan.train_share), 60.0)
+        total = int(train_s / step_s)
+        steps1 = max(int(total * plan.stage1_share * 1.6), 10)  # stage 1 steps are cheaper (no LLM backward)
+        steps2 = max(total - int(total * plan.stage1_share), 10)
+        _say(f"timing: {step_s:.2f} s per step -> stage 1 {steps1} steps, stage 2 {steps2} steps")
+    clock.lap("timing", t)
+    t = time.time()
+    stage1 = train_stage(plan, data, cache, 1, steps1, None)
+    clock.lap("stage1", t)
+    t = time.time()
+    stage2 = train_stage(plan, data, cache, 2, steps2, stage1)
+    clock.lap("stage2", t)
+    t = time.time()
+    metrics = evaluate_test(plan, stage2, data)
+    clock.lap("evaluation", t)
+    t = time.time()
+    plots = make_plots(plan, stage2)
+    answers = answer_examples(stage2, data)
+    clock.lap("answers", t)
+    summary = {"model": str(stage2), "metrics": metrics.get("metrics") if metrics else None,
+               "expert_usage": metrics.get("expert_usage") if metrics else None, "plots": plots, "answers": answers,
+               "timings_s": plan.timings, "wall_s": round(time.time() - clock.start, 1)}
+    (plan.out / "demo_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    print_summary(plan, summary)
+    return summary
+
+
+def make_plots(plan: DemoPlan, model_dir: Path) -> list[str]:
+    from usam.evaluation.report import write_report
+    from usam.training.plots import plot_run
+
+    paths = []
+    for stage in (1, 2):
+        paths += [str(p) for p in plot_run(plan.out / f"stage{stage}")]
+    report = write_report([plan.out / "eval"], plan.out / "report")
+    paths += [str(p) for p in (plan.out / "report").glob("*.png")]
+    return paths
+
+
+def print_summary(plan: DemoPlan, summary: dict) -> None:
+    table = plan.out / "eval" / "metrics.md"
+    _say("results on the synthetic test split")
+    if table.exists():
+        print(table.read_text())
+    if summary.get("expert_usage"):
+        _say("expert usage per task (mean routing weight per expert)")
+        for task, weights in summary["expert_usage"].items():
+            print(f"  {task:>6}: " + "  ".join(f"{w:.3f}" for w in weights))
+    _say("answers")
+    for a in summary["answers"]:
+        print(f"  [{a['domain']}] {a['question']}\n    model: {a['answer']}\n    reference: {a['reference']}")
+    _say(f"plots: {', '.join(summary['plots'])}")
+    _say(f"done in {summary['wall_s'] / 60:.1f} min. Talk to the model:")
+    print(f"  usam chat {summary['model']} --audio {summary['answers'][0]['audio'] if summary['answers'] else 'CLIP.wav'}")
+    print(f"  usam serve {summary['model']} --host 127.0.0.1 --port 8000")
+    print(f"  usam web {summary['model']}")
