@@ -3,7 +3,7 @@
 Public entry points: `USAMConfig`, `USAMModel`, `USAMProcessor` (see docs/model_api.md).
 Imports are lazy so that `usam --help` and the data tools start fast.
 """
-from usam.config import SAMPLE_RATE
+SAMPLE_RATE = 16000  # the project's reference rate; each encoder resamples to its own
 
 __version__ = "0.1.0"
 

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from transformers import PretrainedConfig
 
-SAMPLE_RATE = 16000  # the project's reference rate; each encoder resamples to its own
+from usam import SAMPLE_RATE  # noqa: E402,F401  (re-exported: encoders import it from here)
 TRAIN_MODES = ("frozen", "full", "lora")
 
 

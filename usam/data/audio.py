@@ -14,7 +14,7 @@ import numpy as np
 
 from usam.errors import DataError
 
-SAMPLE_RATE = 16000  # the project's reference rate (re-exported as usam.SAMPLE_RATE)
+from usam import SAMPLE_RATE  # the project's reference rate
 
 
 def _describe(source) -> str:

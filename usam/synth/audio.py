@@ -8,7 +8,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-SAMPLE_RATE = 16000
+from usam import SAMPLE_RATE  # noqa: F401  (the project's reference rate)
 
 
 def read_mono(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
