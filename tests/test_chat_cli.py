@@ -9,13 +9,19 @@ import sys
 import pexpect
 import pytest
 import soundfile as sf
-from test_serve_utils import tiny_model_dir, tone  # noqa: F401
 
 from usam.commands.chat import printable
+from usam.serving.testing import build_tiny_model, tone
 
 
 @pytest.fixture(scope="module")
-def expected(tiny_model_dir):  # noqa: F811
+def tiny_model_dir(tmp_path_factory):
+    # one folder for the whole session (the first module to ask builds it)
+    return build_tiny_model(tmp_path_factory.getbasetemp() / "usam-tiny", reuse=True)
+
+
+@pytest.fixture(scope="module")
+def expected(tiny_model_dir):
     """Greedy answers of the same model in this process: first turn, second turn, first turn after /reset."""
     from usam.chat import USAMChat
 
@@ -27,7 +33,7 @@ def expected(tiny_model_dir):  # noqa: F811
     return first, second, text_only
 
 
-def test_interactive_chat_through_a_terminal(tiny_model_dir, expected, tmp_path):  # noqa: F811
+def test_interactive_chat_through_a_terminal(tiny_model_dir, expected, tmp_path):
     clip = tmp_path / "clip.wav"
     sf.write(clip, tone(1.0, 440), 16000, subtype="FLOAT")
     env = dict(os.environ, OMP_NUM_THREADS="1", TERM="dumb")
@@ -64,7 +70,7 @@ def test_interactive_chat_through_a_terminal(tiny_model_dir, expected, tmp_path)
     assert child.exitstatus == 0
 
 
-def test_streaming_is_visible_in_the_terminal(tiny_model_dir, expected, tmp_path):  # noqa: F811
+def test_streaming_is_visible_in_the_terminal(tiny_model_dir, expected, tmp_path):
     """The answer arrives in several writes (tokens as they are generated), not in one block."""
     clip = tmp_path / "clip.wav"
     sf.write(clip, tone(1.0, 440), 16000, subtype="FLOAT")
@@ -87,7 +93,7 @@ def test_streaming_is_visible_in_the_terminal(tiny_model_dir, expected, tmp_path
     assert len(reads) > 1
 
 
-def test_question_mode_answers_once_and_exits(tiny_model_dir, expected, tmp_path):  # noqa: F811
+def test_question_mode_answers_once_and_exits(tiny_model_dir, expected, tmp_path):
     clip = tmp_path / "clip.wav"
     sf.write(clip, tone(1.0, 440), 16000, subtype="FLOAT")
     out = subprocess.run([sys.executable, "-m", "usam.cli", "chat", tiny_model_dir, "--audio", str(clip),

@@ -10,13 +10,19 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from test_serve_utils import encode, free_port, tiny_model_dir, tone, wait_http  # noqa: F401
 
 from usam.serving.batcher import Batcher, Generation, GenerationRequest
+from usam.serving.testing import build_tiny_model, encode, free_port, tone, wait_http
 
 
 @pytest.fixture(scope="module")
-def model_and_processor(tiny_model_dir):  # noqa: F811
+def tiny_model_dir(tmp_path_factory):
+    # one folder for the whole session (the first module to ask builds it)
+    return build_tiny_model(tmp_path_factory.getbasetemp() / "usam-tiny", reuse=True)
+
+
+@pytest.fixture(scope="module")
+def model_and_processor(tiny_model_dir):
     from usam.modeling import USAMModel
     from usam.processing import USAMProcessor
 

@@ -12,14 +12,21 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from test_serve_utils import encode, free_port, tiny_model_dir, tone, wait_http  # noqa: F401
+
+from usam.serving.testing import build_tiny_model, encode, free_port, tone, wait_http
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    # one folder for the whole session (the first module to ask builds it)
+    return build_tiny_model(tmp_path_factory.getbasetemp() / "usam-tiny", reuse=True)
 
 KEY = "test-key-123"
 MAX_SECONDS = 3.0
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_dir):  # noqa: F811
+def server(tiny_model_dir):
     port = free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1", USAM_API_KEY=KEY)
     cmd = [sys.executable, "-m", "usam.cli", "serve", tiny_model_dir, "--host", "127.0.0.1", "--port", str(port),
@@ -45,7 +52,7 @@ def client(server):
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_model_dir):  # noqa: F811
+def reference(tiny_model_dir):
     """The same model in this process, through USAMChat: what the server must answer (greedy)."""
     from usam.modeling import USAMModel
     from usam.processing import USAMProcessor

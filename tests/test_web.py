@@ -7,13 +7,20 @@ import os
 import numpy as np
 import pytest
 import soundfile as sf
-from test_serve_utils import free_port, tiny_model_dir, tone  # noqa: F401
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
+from usam.serving.testing import build_tiny_model, free_port, tone
+
 
 @pytest.fixture(scope="module")
-def loaded(tiny_model_dir):  # noqa: F811
+def tiny_model_dir(tmp_path_factory):
+    # one folder for the whole session (the first module to ask builds it)
+    return build_tiny_model(tmp_path_factory.getbasetemp() / "usam-tiny", reuse=True)
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model_dir):
     from usam.modeling import USAMModel
     from usam.processing import USAMProcessor
 
