@@ -9,7 +9,7 @@ torch.set_num_threads(int(os.environ.get("USAM_TEST_THREADS", "2")))
 
 import numpy as np  # noqa: E402
 
-TINY_YAML = "configs/model/tiny.yaml"
+TINY_YAML = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "configs/model/tiny.yaml")
 
 
 def make_tiny_model(seed: int = 0, **overrides):

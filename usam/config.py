@@ -266,3 +266,16 @@ def apply_override(data: dict, dotted: str, value: Any) -> None:
         if not isinstance(node, dict):
             raise ValueError(f"override {dotted!r}: {key!r} is not a section")
     node[keys[-1]] = value
+
+
+def _register_with_auto_classes() -> None:
+    """So that AutoConfig (and AutoTokenizer reading a U-SAM folder's config.json) know `model_type: usam`."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.register(USAMConfig.model_type, USAMConfig)
+    except ValueError:  # already registered
+        pass
+
+
+_register_with_auto_classes()
