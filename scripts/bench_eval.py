@@ -91,7 +91,8 @@ def bench_model(model_dir: Path, args, items, waves) -> list[dict]:
                     torch.cuda.synchronize()
                 prefill = time.perf_counter() - start
         results.append({"batch_size": bs, "batches": len(batches), "samples": samples, "tokens": tokens,
-                        "seconds": seconds, "prefill_seconds": prefill, "samples_per_s": samples / seconds, "tokens_per_s": tokens / seconds})
+                        "seconds": seconds, "prefill_seconds": prefill, "samples_per_s": samples / seconds,
+                        "tokens_per_s": tokens / seconds})
     return results
 
 
@@ -102,7 +103,8 @@ def print_table(name: str, results: list[dict]) -> None:
           f"{'tokens/s':>9} {'speed-up':>8}" + (f" {'prefill s':>9}" if base["prefill_seconds"] is not None else ""))
     for r in results:
         print(f"{r['batch_size']:>5} {r['batches']:>7} {r['samples']:>7} {r['tokens']:>7} {r['seconds']:>8.2f} "
-              f"{r['samples_per_s']:>9.2f} {r['tokens_per_s']:>9.1f} {r['samples_per_s'] / base['samples_per_s']:>7.2f}x"
+              f"{r['samples_per_s']:>9.2f} {r['tokens_per_s']:>9.1f} "
+              f"{r['samples_per_s'] / base['samples_per_s']:>7.2f}x"
               + (f" {r['prefill_seconds']:>9.2f}" if r["prefill_seconds"] is not None else ""))
 
 
@@ -115,7 +117,8 @@ def main(argv=None) -> int:
     from usam.evaluation.tiny import build_talking_tiny_model
 
     items, waves = make_items(args.samples, args.min_seconds, args.max_seconds, args.task, args.seed)
-    print(f"{args.samples} clips of {args.min_seconds:g}-{args.max_seconds:g} s ({sum(len(w) for w in waves) / 16000:.0f} s "
+    audio_s = sum(len(w) for w in waves) / 16000
+    print(f"{args.samples} clips of {args.min_seconds:g}-{args.max_seconds:g} s ({audio_s:.0f} s "
           f"of audio), max_new_tokens {args.max_new_tokens}, greedy, device {args.device}, "
           f"{torch.get_num_threads()} CPU threads; speed-up = samples/s over batch size {args.batch_sizes[0]}")
     models = []

@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="benchmark names (default: the list's `benchmarks`)")
     parser.add_argument("--data-root", default=None, help="root of the prepared data (${data_root} in the registry)")
     parser.add_argument("--synth-dir", default=None, help="synthetic corpus folder (default DATA_ROOT/synth)")
-    parser.add_argument("--registry", default=None, help="benchmark registry YAML (default configs/eval/benchmarks.yaml)")
+    parser.add_argument("--registry", default=None,
+                        help="benchmark registry YAML (default configs/eval/benchmarks.yaml)")
     parser.add_argument("--skip-existing", action="store_true",
                         help="reuse run folders that already hold a metrics.json (resume an interrupted study)")
     add_generation_arguments(parser)

@@ -23,13 +23,16 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-new-tokens", type=int, default=None,
                    help="one token budget for every task (default: each task's value from the registry)")
     g.add_argument("--num-beams", type=int, default=1, help="beam search width (default 1: greedy)")
-    g.add_argument("--repetition-penalty", type=float, default=1.0, help="transformers' repetition_penalty (default 1.0)")
-    g.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK when a GPU is present, else cpu)")
+    g.add_argument("--repetition-penalty", type=float, default=1.0,
+                   help="transformers' repetition_penalty (default 1.0)")
+    g.add_argument("--device", default=None,
+                   help="torch device (default: cuda:LOCAL_RANK when a GPU is present, else cpu)")
     g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for audio decoding (default 0)")
     g.add_argument("--manifest-instructions", action="store_true",
                    help="use the manifest's own instruction where an item has one (default: the task's fixed "
                    "evaluation prompt; qa always takes the item's question)")
-    g.add_argument("--limit", type=int, default=None, help="evaluate only the first N items of the manifest (smoke tests)")
+    g.add_argument("--limit", type=int, default=None,
+                   help="evaluate only the first N items of the manifest (smoke tests)")
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -46,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--task", default=None,
                      help="the manifest's task, or 'mixed' (each item scored by its own task's metric); default: "
                      "the manifest's one task, or mixed when it has several")
-    parser.add_argument("--model-name", default=None, help="the model's name in metrics.json (default: the folder path)")
+    parser.add_argument("--model-name", default=None,
+                        help="the model's name in metrics.json (default: the folder path)")
     add_generation_arguments(parser)
 
 
