@@ -65,6 +65,7 @@ def test_bad_samples_are_skipped_counted_and_the_run_finishes(tmp_path):
     assert summary["skipped"] == {"empty_audio": 1, "nan_inf": 1, "not_audio": 1}
     assert summary["manifest_problems"] == {"missing_file": 1}
     assert summary["seen"] == 9
+    assert any("train_bad1.wav" in text and "empty_audio" in text for text in summary["skip_examples"])
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     last = [r for r in records if r["kind"] == "train"][-1]
     assert last["skipped"] == summary["skipped"] and last["step"] == summary["step"] == 3

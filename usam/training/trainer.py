@@ -157,14 +157,15 @@ class Trainer:
         self.epoch = 0
         self.sampler_state = None
         self.skip_counts: Counter = Counter()
+        self.skip_examples: list[str] = []  # the first few skipped samples of this process, with file and reason
         self.seen = 0
         self.resumed_from = resolve_resume(self.resume, self.out)
         if self.resumed_from is not None:
             state = load_checkpoint(self.engine, self.resumed_from, self.rank)
             self.step, self.micro, self.epoch = state["step"], state["micro"], state["epoch"]
             self.sampler_state = state["sampler"][self.rank]
-            self.skip_counts = Counter(state.get("skip_counts", {}))
-            self.seen = state.get("seen", 0)
+            self.skip_counts = Counter(state["skip_counts"][self.rank])
+            self.seen = state["seen"][self.rank]
             self.logger.truncate_after(self.step)
             logger.info("resumed from %s at step %d", self.resumed_from, self.step)
         else:
@@ -195,7 +196,8 @@ class Trainer:
     def _trainer_state(self, sampler) -> dict:
         return {"step": self.step, "micro": self.micro, "epoch": self.epoch, "total_steps": self.steps,
                 "sampler": dist_utils.all_gather_objects(sampler.state_dict()),
-                "skip_counts": dict(self.skip_counts), "seen": self.seen}
+                "skip_counts": dist_utils.all_gather_objects(dict(self.skip_counts)),  # per rank
+                "seen": dist_utils.all_gather_objects(self.seen)}
 
     def _save(self, sampler) -> None:
         state = self._trainer_state(sampler)
@@ -230,6 +232,7 @@ class Trainer:
                 sampler.advance()
                 self.seen += len(collated.samples) + len(collated.skipped)
                 self.skip_counts.update(s.reason for s in collated.skipped)
+                self.skip_examples += [str(s.error()) for s in collated.skipped][:5 - len(self.skip_examples)]
                 weight = 1.0
                 if collated.batch is None:  # every sample of this micro-batch was skipped
                     if last_good is None:
@@ -281,12 +284,18 @@ class Trainer:
         if sampler is not None and self.step > start_step:  # (a resume of a finished run has nothing to save)
             self._save(sampler)
         final = self.save_final()
-        summary = {"step": self.step, "final": str(final), "skipped": dict(self.skip_counts), "seen": self.seen,
-                   "manifest_problems": dict(self.data.manifest_problems)}
+        skipped, seen, examples = Counter(), 0, []
+        for counts, n, ex in dist_utils.all_gather_objects((dict(self.skip_counts), self.seen, self.skip_examples)):
+            skipped.update(counts)
+            seen += n
+            examples += ex
+        summary = {"step": self.step, "final": str(final), "skipped": dict(sorted(skipped.items())), "seen": seen,
+                   "manifest_problems": dict(self.data.manifest_problems), "skip_examples": examples[:10]}
         self.logger.log("summary", self.step, summary)
-        if self.skip_counts and self.main:
-            logger.warning("skipped %d of %d samples: %s", sum(self.skip_counts.values()), self.seen,
-                           dict(self.skip_counts))
+        if skipped and self.main:
+            logger.warning("skipped %d of %d samples: %s", sum(skipped.values()), seen, dict(skipped))
+            for text in examples[:10]:
+                logger.warning("  skipped %s", text)
         return summary
 
     @staticmethod
@@ -354,7 +363,12 @@ class Trainer:
             total[1] += weight
             # cross-entropy per sample from the logits, so that batches may mix tasks
             labels = inputs["labels"][:, 1:]
-            ce = torch.nn.functional.cross_entropy(out.logits[:, :-1].float().transpose(1, 2), labels,
+            positions = getattr(out, "logit_positions", None)  # logits only where a next token is labelled
+            if positions is not None:
+                labels, scores = labels.index_select(1, positions), out.logits
+            else:
+                scores = out.logits[:, :-1]
+            ce = torch.nn.functional.cross_entropy(scores.float().transpose(1, 2), labels,
                                                    ignore_index=-100, reduction="none").sum(1)
             counts = (labels != -100).sum(1)
             for b, task in enumerate(collated.tasks):
