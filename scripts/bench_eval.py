@@ -6,7 +6,8 @@
 The clips (noise, durations drawn in [--min-seconds, --max-seconds], fixed seed) are batched exactly as
 `usam eval` batches them (usam.evaluation.runner.plan_batches: duration-sorted, one task) with the batch
 size capped at each value of --batch-sizes, and generated with the runner's BatchGenerator (greedy, left
-padding, KV cache). Audio decoding is not timed. The first batch of each setting is a warm-up (not timed).
+padding, KV cache). Audio decoding is not timed. The first batch of each setting is a warm-up (not timed);
+with --repeats N the fastest of N timings is kept.
 tokens/s counts each sample's tokens up to and including its end-of-turn token. The plain tiny model never
 emits one, so every sample runs to --max-new-tokens; --talking uses the tiny model of the evaluation tests,
 whose answers stop at varied lengths (what batching costs when rows finish early).
@@ -34,6 +35,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed of the clips and the tiny model (default 0)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="time each setting this many times and keep the fastest (a shared machine is noisy)")
     p.add_argument("--prefill", action="store_true",
                    help="also time the same batches with max_new_tokens=1 (encoders + prompt pass + one token), "
                    "to show how much of the time is the audio side")
@@ -73,15 +76,18 @@ def bench_model(model_dir: Path, args, items, waves) -> list[dict]:
         with BatchGenerator(model, processor, settings) as generate:
             warm = batches[0]
             generate([waves[i] for i in warm], [items[i].instruction for i in warm], args.max_new_tokens)
-            tokens = samples = 0
-            start = time.perf_counter()
-            for batch in batches:
-                out = generate([waves[i] for i in batch], [items[i].instruction for i in batch], args.max_new_tokens)
-                tokens += sum(out.new_tokens)
-                samples += len(batch)
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            seconds = time.perf_counter() - start
+            seconds = float("inf")
+            for _ in range(args.repeats):
+                tokens = samples = 0
+                start = time.perf_counter()
+                for batch in batches:
+                    out = generate([waves[i] for i in batch], [items[i].instruction for i in batch],
+                                   args.max_new_tokens)
+                    tokens += sum(out.new_tokens)
+                    samples += len(batch)
+                if args.device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                seconds = min(seconds, time.perf_counter() - start)
             prefill = None
             if args.prefill:
                 start = time.perf_counter()
