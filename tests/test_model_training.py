@@ -83,3 +83,12 @@ def test_tiny_model_overfits_four_samples():
     prompt = processor(clips, [instruction] * 4)
     generated = processor.batch_decode(model.generate(**prompt, max_new_tokens=8))
     assert generated == answers
+
+
+def test_sacl_at_batch_size_one_still_reaches_every_head():
+    loss = SemanticAwareContrastiveLoss(SACLSettings(score_hidden=8, calib_hidden=8, max_slots=4), 16)
+    with pytest.warns(UserWarning):
+        value = loss(torch.randn(1, 6, 16, requires_grad=True), torch.ones(1, 6, dtype=torch.bool),
+                     torch.randn(1, 3, 16), torch.ones(1, 3, dtype=torch.bool))
+    value.backward()
+    assert all(p.grad is not None for p in loss.parameters())

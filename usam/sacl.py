@@ -4,7 +4,6 @@ similarities, the full B x B score matrix, and no pad rows in the text.
 """
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch
@@ -93,7 +92,10 @@ class SemanticAwareContrastiveLoss(nn.Module):
         if int(keep.sum()) < 2:
             warnings.warn("SACL needs at least 2 samples with audio and answer text in a batch; it is 0 for this batch",
                           stacklevel=2)
-            return audio.sum() * 0.0
+            # 0, but through every head, so that all parameters get a (zero) gradient on every rank:
+            # distributed gradient reduction expects the same parameters on each rank
+            heads = self.score_mlp(audio).sum() + self.calibrator(audio).sum()
+            return heads * 0.0
         if not bool(keep.all()):
             audio, audio_mask, text, text_mask = audio[keep], audio_mask[keep], text[keep], text_mask[keep]
             batch = audio.shape[0]
@@ -113,6 +115,3 @@ class SemanticAwareContrastiveLoss(nn.Module):
         ratio = (s.sum(1) / audio_mask.sum(1).clamp(min=1)).mean()
         return hinge + (ratio - self.s.rho) ** 2
 
-
-def num_selected(n_valid: int, rho: float) -> int:
-    return max(1, math.ceil(rho * n_valid))
