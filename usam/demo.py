@@ -40,7 +40,7 @@ class DemoPlan:
     def make(cls, out, minutes, quick, hours=None, seed=0, jobs=None, model_yaml=None) -> "DemoPlan":
         if quick:
             return cls(Path(out), minutes=minutes or 3.0, hours=hours or 0.03, quick=True, seed=seed, jobs=jobs,
-                       eval_limit=24, model_yaml=Path(model_yaml or DEMO_MODEL))
+                       eval_limit=4, model_yaml=Path(model_yaml or DEMO_MODEL))
         return cls(Path(out), minutes=minutes, hours=hours or max(0.5, minutes / 20.0), quick=False, seed=seed,
                    jobs=jobs, model_yaml=Path(model_yaml or DEMO_MODEL))
 
@@ -171,9 +171,25 @@ def evaluate_test(plan: DemoPlan, model_dir: Path, data: Path) -> dict:
 
     benchmark = load_registry()["synthetic-test"]
     out = plan.out / "eval"
+    manifest = data / "test.jsonl"
+    if plan.eval_limit:  # --quick: a few items of every task, not the first lines of the file
+        manifest = _per_task_subset(manifest, plan.eval_limit)
     settings = GenerationSettings(max_new_tokens=24 if plan.quick else None)
-    return evaluate(model_dir, benchmark, out, manifest=data / "test.jsonl", settings=settings, model_name="usam-demo",
-                    limit=plan.eval_limit)
+    return evaluate(model_dir, benchmark, out, manifest=manifest, settings=settings, model_name="usam-demo")
+
+
+def _per_task_subset(manifest: Path, per_task: int) -> Path:
+    """The first `per_task` lines of each task, written next to the manifest (its audio paths are relative)."""
+    counts: dict[str, int] = {}
+    lines = []
+    for line in manifest.read_text().splitlines():
+        task = json.loads(line)["task"]
+        if counts.get(task, 0) < per_task:
+            counts[task] = counts.get(task, 0) + 1
+            lines.append(line)
+    subset = manifest.with_name(f"{manifest.stem}.subset{per_task}.jsonl")
+    subset.write_text("\n".join(lines) + "\n")
+    return subset
 
 
 def answer_examples(model_dir: Path, data: Path) -> list[dict]:

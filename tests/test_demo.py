@@ -1,0 +1,25 @@
+"""`usam demo --quick`: the newcomer's first command, end to end (corpus, cache, two stages, evaluation, plots,
+answers), on the real offline weights (Whisper tiny.en and SmolLM2-135M from their pip packages)."""
+import json
+import subprocess
+import sys
+
+TASKS = {"asr", "s2tt", "aac", "mc", "cls", "qa"}
+
+
+def test_demo_quick_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    result = subprocess.run([sys.executable, "-m", "usam.cli", "demo", "--quick", "--out", str(out)],
+                            capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    summary = json.loads((out / "demo_summary.json").read_text())
+    assert TASKS <= set(summary["metrics"])  # every task of the test split scored
+    assert TASKS <= set(summary["expert_usage"]) and all(len(w) == 3 for w in summary["expert_usage"].values())
+    assert [a["domain"] for a in summary["answers"]] == ["speech", "sound", "music"]
+    assert all(isinstance(a["answer"], str) for a in summary["answers"])
+    for name in ("predictions.jsonl", "metrics.json", "metrics.md"):
+        assert (out / "eval" / name).stat().st_size > 0
+    plots = [p for p in summary["plots"] if p.endswith(".png")]
+    assert any("loss" in p for p in plots) and any("expert" in p for p in plots)
+    assert (out / "stage2/final/usam_weights.safetensors").exists()
+    assert "usam chat" in result.stdout and "usam serve" in result.stdout
