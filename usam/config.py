@@ -131,22 +131,29 @@ SECTIONS: dict[str, type] = {
 ENCODERS = ("whisper", "beats", "mert")
 
 
-def _build_section(cls: type, value: Any, where: str):
-    """A dataclass from a dict, recursing into nested dataclass fields; unknown keys are an error."""
+def dataclass_from_dict(cls: type, value: Any, where: str, hooks: dict | None = None):
+    """A dataclass from a mapping, recursing into nested dataclass fields; an unknown key is an error that names
+    `where` (e.g. "config section 'qformer'"). `hooks` maps a field name to its own converter(value, where)."""
     if value is None:
         return cls()
     if isinstance(value, cls):
         return value
     if not isinstance(value, dict):
-        raise TypeError(f"config section {where!r} must be a mapping, got {type(value).__name__}")
+        raise TypeError(f"{where}: expected a mapping, got {type(value).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(value) - set(fields))
     if unknown:
-        raise ValueError(f"config section {where!r}: unknown field(s) {unknown}; known: {sorted(fields)}")
+        raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(fields)}")
     kwargs = {}
     for name, v in value.items():
-        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None
-        kwargs[name] = _build_section(type(default), v, f"{where}.{name}") if dataclasses.is_dataclass(default) else v
+        f = fields[name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if hooks and name in hooks:
+            kwargs[name] = hooks[name](v, f"{where}.{name}")
+        elif dataclasses.is_dataclass(default):
+            kwargs[name] = dataclass_from_dict(type(default), v, f"{where}.{name}", hooks)
+        else:
+            kwargs[name] = v
     return cls(**kwargs)
 
 
@@ -158,7 +165,7 @@ class USAMConfig(PretrainedConfig):
         given = dict(whisper=whisper, beats=beats, mert=mert, align=align, qformer=qformer, projector=projector,
                      llm=llm, loss=loss)
         for name, cls in SECTIONS.items():
-            setattr(self, name, _build_section(cls, given[name], name))
+            setattr(self, name, dataclass_from_dict(cls, given[name], f"config section {name!r}"))
         super().__init__(**kwargs)
         self.validate()
 

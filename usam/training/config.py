@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from usam.config import dataclass_from_dict
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -113,34 +115,18 @@ class TrainConfig:
 
 
 def _build(cls, value: Any, where: str):
-    """Dataclass from a mapping, recursing into dataclass fields and lists of DataSource."""
-    if isinstance(value, cls):
-        return value
-    if value is None:
-        return cls()
-    if not isinstance(value, dict):
-        raise ValueError(f"train config {where!r}: expected a mapping, got {type(value).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(value) - set(fields))
-    if unknown:
-        raise ValueError(f"train config {where!r}: unknown key(s) {unknown}; known: {sorted(fields)}")
-    kwargs = {}
-    for name, v in value.items():
-        f = fields[name]
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if dataclasses.is_dataclass(default):
-            kwargs[name] = _build(type(default), v, f"{where}.{name}")
-        elif cls is DataSettings and name == "train":
-            kwargs[name] = [_source(s, f"{where}.train[{i}]") for i, s in enumerate(v or [])]
-        else:
-            kwargs[name] = v
-    return cls(**kwargs)
+    """Dataclass from a mapping, recursing into dataclass fields; `data.train` is a list of DataSource."""
+    hooks = {"train": lambda v, w: [_source(s, f"{w}[{i}]") for i, s in enumerate(v or [])]}  # DataSettings.train
+    try:
+        return dataclass_from_dict(cls, value, f"train config: {where}", hooks)
+    except TypeError as err:
+        raise ValueError(str(err)) from err
 
 
 def _source(value, where: str) -> DataSource:
     if isinstance(value, str):
         return DataSource(manifest=value)
-    return _build(DataSource, value, where)
+    return dataclass_from_dict(DataSource, value, where)
 
 
 def find_file(path: str | Path, base: Path | None = None) -> Path:
