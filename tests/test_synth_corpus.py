@@ -194,3 +194,13 @@ def test_default_config_scales_to_the_requested_hours(tmp_path):
     lines = all_lines(tmp_path / "c")
     assert {line["task"] for line in lines} == set(TASKS)
     assert meta["hours"] == pytest.approx(sum({l["clip"]: l["duration"] for l in lines}.values()) / 3600, abs=1e-3)
+
+
+def test_cli_corpus_of_0_05_hours_passes_data_check(tmp_path, capsys):
+    out = tmp_path / "synth"
+    assert cli_main(["synth", "--out", str(out), "--hours", "0.05", "--no-progress"]) == 0
+    capsys.readouterr()
+    manifests = [str(out / f"{split}.jsonl") for split in SPLITS]
+    assert cli_main(["data", "check", *manifests]) == 0
+    report = capsys.readouterr().out
+    assert ", 0 problem(s)" in report, report

@@ -265,7 +265,7 @@ def make_plots(plan: DemoPlan, model_dir: Path) -> list[str]:
     paths = []
     for stage in (1, 2):
         paths += [str(p) for p in plot_run(plan.out / f"stage{stage}")]
-    report = write_report([plan.out / "eval"], plan.out / "report")
+    write_report([plan.out / "eval"], plan.out / "report")
     paths += [str(p) for p in (plan.out / "report").glob("*.png")]
     return paths
 
