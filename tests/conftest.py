@@ -32,3 +32,19 @@ def tone(seconds: float, freq: float = 440.0, seed: int = 0, sr: int = 16000) ->
 @pytest.fixture
 def tiny():
     return make_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A saved tiny model whose answers depend on its input (for chat and serving tests); built once."""
+    from usam.serving.testing import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.getbasetemp() / "usam-tiny", reuse=True)
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model_dir):
+    from usam.modeling import USAMModel
+    from usam.processing import USAMProcessor
+
+    return USAMModel.from_pretrained(tiny_model_dir).eval(), USAMProcessor.from_pretrained(tiny_model_dir)

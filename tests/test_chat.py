@@ -7,21 +7,7 @@ import soundfile as sf
 
 from usam.chat import USAMChat, load_clip
 from usam.errors import DataError
-from usam.serving.testing import build_tiny_model, encode, tone
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    # one folder for the whole session (the first module to ask builds it)
-    return build_tiny_model(tmp_path_factory.getbasetemp() / "usam-tiny", reuse=True)
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_model_dir):
-    from usam.modeling import USAMModel
-    from usam.processing import USAMProcessor
-
-    return USAMModel.from_pretrained(tiny_model_dir).eval(), USAMProcessor.from_pretrained(tiny_model_dir)
+from usam.serving.testing import encode, tone
 
 
 def greedy(model, processor, conversation, n=12):

@@ -11,13 +11,7 @@ import pytest
 import soundfile as sf
 
 from usam.commands.chat import printable
-from usam.serving.testing import build_tiny_model, tone
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    # one folder for the whole session (the first module to ask builds it)
-    return build_tiny_model(tmp_path_factory.getbasetemp() / "usam-tiny", reuse=True)
+from usam.serving.testing import tone
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,4 @@
 """The model's structure: distinct experts, token counts, padding invariance, frozen/trainable parts."""
-import numpy as np
 import pytest
 import torch
 

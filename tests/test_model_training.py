@@ -1,5 +1,4 @@
 """Learning behaviour: the contrastive loss separates matched pairs, and a tiny model overfits 4 samples."""
-import warnings
 
 import pytest
 import torch

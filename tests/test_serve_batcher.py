@@ -12,21 +12,12 @@ import httpx
 import pytest
 
 from usam.serving.batcher import Batcher, Generation, GenerationRequest
-from usam.serving.testing import build_tiny_model, encode, free_port, tone, wait_http
+from usam.serving.testing import encode, free_port, tone, wait_http
 
 
 @pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    # one folder for the whole session (the first module to ask builds it)
-    return build_tiny_model(tmp_path_factory.getbasetemp() / "usam-tiny", reuse=True)
-
-
-@pytest.fixture(scope="module")
-def model_and_processor(tiny_model_dir):
-    from usam.modeling import USAMModel
-    from usam.processing import USAMProcessor
-
-    return USAMModel.from_pretrained(tiny_model_dir).eval(), USAMProcessor.from_pretrained(tiny_model_dir)
+def model_and_processor(loaded):
+    return loaded
 
 
 def conversation(wave, text):

@@ -13,13 +13,8 @@ import numpy as np
 import openai
 import pytest
 
-from usam.serving.testing import build_tiny_model, encode, free_port, tone, wait_http
+from usam.serving.testing import encode, free_port, tone, wait_http
 
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    # one folder for the whole session (the first module to ask builds it)
-    return build_tiny_model(tmp_path_factory.getbasetemp() / "usam-tiny", reuse=True)
 
 KEY = "test-key-123"
 MAX_SECONDS = 3.0

@@ -10,21 +10,7 @@ import soundfile as sf
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
-from usam.serving.testing import build_tiny_model, free_port, tone
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    # one folder for the whole session (the first module to ask builds it)
-    return build_tiny_model(tmp_path_factory.getbasetemp() / "usam-tiny", reuse=True)
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_model_dir):
-    from usam.modeling import USAMModel
-    from usam.processing import USAMProcessor
-
-    return USAMModel.from_pretrained(tiny_model_dir).eval(), USAMProcessor.from_pretrained(tiny_model_dir)
+from usam.serving.testing import free_port, tone
 
 
 @pytest.fixture(scope="module")

@@ -29,8 +29,8 @@ class DemoPlan:
     quick: bool
     seed: int = 0
     jobs: int | None = None
-    stage1_share: float = 0.3  # of the training time
-    train_share: float = 0.6  # of the whole budget (the rest: corpus, cache, evaluation)
+    stage1_share: float = 0.25  # of the training time
+    train_share: float = 0.7  # of the whole budget (the rest: corpus, cache, evaluation)
     eval_limit: int | None = None
     max_samples: int = 8
     model_yaml: Path = DEMO_MODEL
@@ -233,7 +233,7 @@ def run(plan: DemoPlan) -> dict:
         step_s = time_one_step(plan, data)
         train_s = max(clock.left_s() - plan.minutes * 60 * (1 - plan.train_share), 60.0)
         total = int(train_s / step_s)
-        steps1 = max(int(total * plan.stage1_share * 1.6), 10)  # stage 1 steps are cheaper (no LLM backward)
+        steps1 = max(int(total * plan.stage1_share), 10)  # (stage 1 costs about as much: it backpropagates through the LLM)
         steps2 = max(total - int(total * plan.stage1_share), 10)
         _say(f"timing: {step_s:.2f} s per step -> stage 1 {steps1} steps, stage 2 {steps2} steps")
     clock.lap("timing", t)

@@ -183,7 +183,12 @@ class Trainer:
             got, problems = read_entries(path, need_durations=False)
             entries.extend(got)
         limit = self.cfg.data.max_valid_samples
-        return entries[:limit] if limit else entries
+        if limit and len(entries) > limit:
+            # a seeded sample across the whole file, so that every task is validated (manifests are often
+            # grouped by task or domain), in file order
+            keep = sorted(random.Random(self.cfg.seed).sample(range(len(entries)), limit))
+            entries = [entries[i] for i in keep]
+        return entries
 
     # ---------------------------------------------------------------------------------------------------
     def run(self) -> dict:
