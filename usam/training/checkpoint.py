@@ -103,6 +103,9 @@ def _deepspeed_safe_globals() -> list:
     import argparse
     import collections
     out += [argparse.Namespace, collections.OrderedDict, set, frozenset]
+    # Python 3.11.0-3.11.3 pickle members of mixed-in enums (ZeroStageEnum is an int Enum) as getattr(cls, name).
+    # Allowed only inside this scoped load: the unpickler still calls nothing but the callables listed here.
+    out.append(getattr)
     return out
 
 

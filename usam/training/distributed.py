@@ -110,6 +110,9 @@ def broadcast_object(obj, src: int = 0):
 
 def destroy() -> None:
     if dist.is_available() and dist.is_initialized():
+        # every rank reaches the end before any tears the group down: rank 0 hosts the rendezvous store when
+        # launched with env:// variables, and leaving while another rank still talks to it can abort at exit
+        dist.barrier()
         dist.destroy_process_group()
 
 
