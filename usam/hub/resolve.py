@@ -70,12 +70,9 @@ def usam_cache_dir() -> Path:
 
 
 def _offline() -> bool:
-    from huggingface_hub import constants
-
-    value = os.environ.get("HF_HUB_OFFLINE")
-    if value is not None:
-        return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
-    return bool(constants.HF_HUB_OFFLINE)
+    # The environment, read at each call: huggingface_hub's own constant is frozen when it is first imported.
+    value = os.environ.get("HF_HUB_OFFLINE", "")
+    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def _hub_endpoint() -> str:
