@@ -16,7 +16,6 @@ import base64
 import contextlib
 import io
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -84,12 +83,6 @@ def run_benchmark(url: str, n: int, concurrency: int, max_tokens: int, audio_sec
             "wall_s": wall, "generations": after["batches"] - before["batches"]}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def build_tiny(directory: Path) -> Path:
     import torch
 
@@ -103,7 +96,7 @@ def build_tiny(directory: Path) -> Path:
 @contextlib.contextmanager
 def running_server(model_dir: Path, max_batch: int, args):
     """`usam serve MODEL_DIR --max-batch B` on a free 127.0.0.1 port; yields its URL, stops it after."""
-    import httpx
+    from usam.serving.testing import free_port, wait_http
 
     port = free_port()
     cmd = [sys.executable, "-m", "usam.cli", "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
@@ -112,18 +105,7 @@ def running_server(model_dir: Path, max_batch: int, args):
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"usam serve exited with {proc.returncode}: {' '.join(cmd)}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("usam serve did not start within 180 s")
-            time.sleep(0.3)
+        wait_http(f"{url}/health", timeout=180, proc=proc)
         yield url
     finally:
         proc.terminate()
