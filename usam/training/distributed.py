@@ -114,23 +114,3 @@ def destroy() -> None:
         # launched with env:// variables, and leaving while another rank still talks to it can abort at exit
         dist.barrier()
         dist.destroy_process_group()
-
-
-def keep_parameters_in_graph(module: torch.nn.Module) -> None:
-    """Make every parameter of `module` take part in the loss of every micro-batch, on every rank.
-
-    SACL returns a constant 0 for a micro-batch with fewer than two usable samples, without calling its
-    heads. On one rank only, that leaves the heads without gradients, and DeepSpeed's bucketed gradient
-    reduction then exchanges different sizes on different ranks (a gloo size mismatch or a hang). A forward
-    hook adds 0 * sum(parameters) to the output: the value is unchanged (x + 0.0 == x exactly) and every
-    parameter gets a (zero) gradient. The hook is registered before deepspeed.initialize, so under ZeRO-3 it
-    runs while the module's parameters are still gathered; the module is also made a ZeRO-3 "leaf" so that
-    all its parameters are gathered at its entry, whichever heads a micro-batch calls.
-    """
-    def touch(mod, _inputs, output):
-        params = [p for p in mod.parameters() if p.requires_grad]
-        if not params or not isinstance(output, torch.Tensor) or not torch.is_grad_enabled():
-            return output
-        return output + sum(p.sum() for p in params) * 0.0
-
-    module.register_forward_hook(touch)

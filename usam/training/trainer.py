@@ -78,8 +78,8 @@ def build_engine(model, cfg: TrainConfig, steps: int, world: int):
     if not params:
         raise ValueError("the model has no trainable parameter for this stage")
     warmup = int(math.ceil(cfg.schedule.warmup_ratio * steps))
-    if getattr(model, "sacl", None) is not None:  # data-dependent calls: see keep_parameters_in_graph
-        dist_utils.keep_parameters_in_graph(model.sacl)
+    if getattr(model, "sacl", None) is not None:
+        # SACL runs its heads in a data-dependent order: under ZeRO-3 gather all its weights at its entry
         if ds_config.get("zero_optimization", {}).get("stage", 0) == 3:
             from deepspeed.utils import set_z3_leaf_modules
 
