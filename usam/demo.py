@@ -76,21 +76,37 @@ def model_sections(plan: DemoPlan) -> dict:
     return yaml.safe_load(plan.model_yaml.read_text())
 
 
-def build_cache(plan: DemoPlan, data: Path) -> Path:
-    """Frozen-encoder features for every split, computed once (train, valid and test share one cache)."""
-    import torch
+class _DemoModel:
+    """The demo model, built once on first use (for the feature cache and the step timing), then released."""
 
-    from usam.config import USAMConfig
+    def __init__(self, plan: DemoPlan):
+        self.plan, self._model = plan, None
+
+    def get(self):
+        if self._model is None:
+            import torch
+
+            from usam.config import USAMConfig
+            from usam.modeling import USAMModel
+
+            torch.manual_seed(self.plan.seed)
+            self._model = USAMModel(USAMConfig(**model_sections(self.plan)))
+        return self._model
+
+    def release(self) -> None:
+        self._model = None
+
+
+def build_cache(plan: DemoPlan, data: Path, demo_model: _DemoModel) -> Path:
+    """Frozen-encoder features for every split, computed once (train, valid and test share one cache)."""
     from usam.data import read_manifest
-    from usam.modeling import USAMModel
     from usam.training.cache import build_cache as run_cache
 
     cache = plan.out / "cache"
     if (cache / "meta.json").exists():
         _say(f"feature cache: {cache} (reused)")
         return cache
-    torch.manual_seed(plan.seed)
-    model = USAMModel(USAMConfig(**model_sections(plan)))
+    model = demo_model.get()
     entries = []
     seen = set()
     for split in ("train", "valid", "test"):
@@ -103,23 +119,21 @@ def build_cache(plan: DemoPlan, data: Path) -> Path:
     return cache
 
 
-def time_one_step(plan: DemoPlan, data: Path) -> float:
-    """Seconds per optimiser step of stage 2 on a typical batch (forward + backward), from two timed steps."""
+def time_one_step(plan: DemoPlan, data: Path, demo_model: _DemoModel) -> float:
+    """Seconds per optimiser step of stage 2 on a typical batch (forward + backward): the median of three."""
     import torch
 
-    from usam.config import USAMConfig
     from usam.data import AudioDataset, read_manifest
-    from usam.modeling import USAMModel
     from usam.processing import USAMProcessor
     from usam.tasks import instruction_for
 
-    torch.manual_seed(plan.seed)
-    model = USAMModel(USAMConfig(**model_sections(plan)))
+    model = demo_model.get()  # (its weights change here; training builds its own model)
     model.set_stage(2)
     model.train()
     processor = USAMProcessor.from_model(model)
     entries = read_manifest(data / "train.jsonl", strict=True)[: plan.max_samples]
-    samples = [AudioDataset(entries, strict=True)[i] for i in range(len(entries))]
+    dataset = AudioDataset(entries, strict=True)
+    samples = [dataset[i] for i in range(len(entries))]
     instructions = [s.instruction or instruction_for(s.task, train=False, lang=s.lang) for s in samples]
     batch = processor([s.audio for s in samples], instructions, [s.references[0] for s in samples])
     params = [p for _, p in model.trainable_parameters()]
@@ -224,18 +238,20 @@ def run(plan: DemoPlan) -> dict:
     data = make_corpus(plan)
     clock.lap("corpus", t)
     t = time.time()
-    cache = build_cache(plan, data)
+    demo_model = _DemoModel(plan)
+    cache = build_cache(plan, data, demo_model)
     clock.lap("cache", t)
     t = time.time()
     if plan.quick:
         steps1, steps2 = 6, 10
     else:
-        step_s = time_one_step(plan, data)
+        step_s = time_one_step(plan, data, demo_model)
         train_s = max(clock.left_s() - plan.minutes * 60 * (1 - plan.train_share), 60.0)
         total = int(train_s / step_s)
         steps1 = max(int(total * plan.stage1_share), 10)  # (stage 1 costs about as much: it backpropagates through the LLM)
         steps2 = max(total - int(total * plan.stage1_share), 10)
         _say(f"timing: {step_s:.2f} s per step -> stage 1 {steps1} steps, stage 2 {steps2} steps")
+    demo_model.release()
     clock.lap("timing", t)
     t = time.time()
     stage1 = train_stage(plan, data, cache, 1, steps1, None)
