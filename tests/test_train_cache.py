@@ -73,3 +73,34 @@ def test_cached_features_give_the_live_forward(tmp_path):
         from_cache = model(**cached, encoder_outputs=enc)
     torch.testing.assert_close(from_cache.loss, live.loss, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(from_cache.logits, live.logits, rtol=1e-4, atol=1e-5)
+
+
+def test_samples_of_one_clip_are_encoded_once(tmp_path):
+    """Two tasks on one recording: one stored tensor, read back for both keys; another clip stays apart."""
+    import dataclasses
+
+    from safetensors import safe_open
+
+    from usam.training.cache import build_cache
+    from usam.training.config import TrainConfig, _model_sections
+    from usam.training.trainer import build_model, seed_everything
+    from usam.data import read_manifest
+
+    manifest = write_corpus(tmp_path / "data", 2)
+    first, second = read_manifest(manifest)
+    twin = dataclasses.replace(first, key=first.key + "-twin", task="aac", text=["another answer"])
+    seed_everything(0)
+    model = build_model(TrainConfig(model=_model_sections("configs/model/tiny.yaml", tmp_path)))
+    meta = build_cache(model, [first, twin, second], tmp_path / "cache", progress=False)
+    assert set(meta["keys"]) == {first.key, twin.key, second.key}
+    stored = set()
+    for shard in meta["shards"]:
+        with safe_open(str(tmp_path / "cache" / shard), framework="pt") as f:
+            stored |= {k.split("\t")[0] for k in f.keys()}
+    assert stored == {first.key, second.key}
+    reader = FeatureCacheReader(tmp_path / "cache", model)
+    n = meta["keys"][first.key][1]
+    a, b = reader.features("whisper", [first.key, twin.key], [n, n])
+    assert torch.equal(a, b)
+    (c,) = reader.features("whisper", [second.key], [meta["keys"][second.key][1]])
+    assert not (c.shape == a.shape and torch.equal(c, a))

@@ -2,8 +2,11 @@
 
 Layout of a cache folder:
   meta.json                 {"version", "encoders": {name: {"fingerprint", "settings", "output_dim"}},
-                             "keys": {sample key: [shard, num_samples]}, "shards": [...]}
-  shard_00000.safetensors   tensors named "<key>\\t<encoder>": that sample's VALID frames only, (T_valid, D)
+                             "keys": {sample key: [shard, num_samples, stored key]}, "shards": [...]}
+  shard_00000.safetensors   tensors named "<stored key>\\t<encoder>": VALID frames only, (T_valid, D)
+
+Samples that share a clip (one audio file and segment: an ASR and an S2TT line of one recording, several
+questions about one piece) are encoded and stored once, under the first such sample's key.
 
 A cached encoder is keyed by `model.encoder_fingerprint(name)` (a hash of its settings and weights). When the
 training model's encoder has another fingerprint, the cache is refused (`StaleCacheError`), never silently
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 META = "meta.json"
 
 
@@ -41,6 +44,11 @@ def _tensor_name(key: str, encoder: str) -> str:
     return f"{key}\t{encoder}"
 
 
+def _clip_id(entry) -> tuple:
+    audio = entry.audio if isinstance(entry.audio, str) else hash(entry.audio)
+    return (audio, float(entry.offset or 0.0), entry.end)
+
+
 def build_cache(model, entries, out_dir: str | Path, max_audio_seconds: float = 60.0, max_samples: int = 16,
                 shard_mb: float = 512.0, progress: bool = True, num_workers: int = 0) -> dict:
     """Encode `entries` (ManifestEntry list) with every frozen encoder of `model`; write the cache atomically
@@ -57,6 +65,19 @@ def build_cache(model, entries, out_dir: str | Path, max_audio_seconds: float = 
         raise ValueError("no encoder of this model is frozen: nothing can be cached")
     fill_durations(entries)
     entries = [e for e in entries if e.duration]
+    # one encoding per clip: the other samples of a clip point at it
+    first_of_clip: dict[tuple, str] = {}
+    sharing: dict[str, list[str]] = {}
+    unique = []
+    for e in entries:
+        clip = _clip_id(e)
+        if clip in first_of_clip:
+            sharing[first_of_clip[clip]].append(e.key)
+        else:
+            first_of_clip[clip] = e.key
+            sharing[e.key] = [e.key]
+            unique.append(e)
+    entries = unique
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -97,7 +118,8 @@ def build_cache(model, entries, out_dir: str | Path, max_audio_seconds: float = 
                     pending[_tensor_name(s.key, name)] = t
                     pending_bytes += t.numel() * t.element_size()
         for s in samples:
-            keys[s.key] = [len(shards), int(len(s.audio))]  # shard index assigned at the next flush
+            for key in sharing[s.key]:
+                keys[key] = [len(shards), int(len(s.audio)), s.key]  # shard index assigned at the next flush
         if pending_bytes >= shard_mb * 2**20:
             flush()
     flush()
@@ -164,11 +186,11 @@ class FeatureCacheReader:
         for key, n in zip(keys, num_samples):
             if key not in self.meta["keys"]:
                 raise StaleCacheError(f"{self.dir}: sample {key!r} is not in the cache; rebuild it for this manifest")
-            shard, cached_n = self.meta["keys"][key]
+            shard, cached_n, stored = self.meta["keys"][key]
             if cached_n != n:
                 raise StaleCacheError(f"{self.dir}: sample {key!r} has {n} audio samples but was cached with "
                                       f"{cached_n}; the audio changed, rebuild the cache")
-            rows.append(self._shard(shard).get_tensor(_tensor_name(key, encoder)))
+            rows.append(self._shard(shard).get_tensor(_tensor_name(stored, encoder)))
         return rows
 
 
