@@ -100,6 +100,16 @@ def _to_device(batch: dict, device) -> dict:
     return out
 
 
+def autocast_context(cfg: TrainConfig, device):
+    """torch.autocast for `cfg.autocast` on this device, or a no-op."""
+    import contextlib
+
+    if not cfg.autocast:
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[cfg.autocast]
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
 def model_inputs(model, batch: dict, device) -> dict:
     """Processor batch -> kwargs of model(...): tensors on the device; cached features combined with the live
     encoders into `encoder_outputs`."""
@@ -247,7 +257,8 @@ class Trainer:
                     last_good = collated
                 engine.train()
                 inputs = model_inputs(self.model, collated.batch, self.device)
-                out = engine(**inputs)
+                with autocast_context(cfg, self.device):
+                    out = engine(**inputs)
                 engine.backward(out.loss * weight)
                 engine.step()
                 self.micro += 1
@@ -363,7 +374,8 @@ class Trainer:
                 collated, weight = last_ok, 0.0
             last_ok = collated
             inputs = model_inputs(self.model, collated.batch, self.device)
-            out = engine(**inputs)
+            with autocast_context(self.cfg, self.device):
+                out = engine(**inputs)
             total[0] += float(out.loss) * weight
             total[1] += weight
             # cross-entropy per sample from the logits, so that batches may mix tasks
@@ -417,7 +429,9 @@ class Trainer:
         collated = Collator(self.processor, self.cache, with_answers=False)(samples)
         inputs = model_inputs(self.model, collated.batch, self.device)
         kwargs = {"synced_gpus": True} if synced else {}
-        ids = self.model.generate(**inputs, max_new_tokens=self.cfg.logging.max_new_tokens, do_sample=False, **kwargs)
+        with autocast_context(self.cfg, self.device):
+            ids = self.model.generate(**inputs, max_new_tokens=self.cfg.logging.max_new_tokens, do_sample=False,
+                                      **kwargs)
         texts = self.processor.batch_decode(ids)
         return [{"key": s.key, "task": s.task, "reference": s.target, "hypothesis": t} for s, t in zip(samples, texts)]
 
