@@ -187,3 +187,22 @@ def test_greedy_transcript_of_festival_speech(loaded):
                              beam_size=1, max_length=60)
     ours = [t for t in ids[0].tolist() if t < 50256]
     assert ours == ct2[0].sequences_ids[0]
+
+
+def test_whisper_reference_scores_the_converted_decoder(tiny_en, spoken, tmp_path):
+    """The demo's reference figure: the converted tiny.en transcribes festival's sentence with 0% WER, and a
+    wrong reference costs exactly its wrong words."""
+    from usam.evaluation.whisper_reference import whisper_reference
+
+    wav = tmp_path / "fox.wav"
+    sf.write(wav, spoken[0], spoken[1])
+    lines = [{"key": "fox", "audio": str(wav), "task": "asr", "text": "The quick brown fox jumps over the lazy dog."},
+             {"key": "cat", "audio": str(wav), "task": "asr", "text": "The quick brown cat jumps over the lazy dog."},
+             {"key": "q", "audio": str(wav), "task": "qa", "text": "yes", "instruction": "Is it speech?"}]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    result = whisper_reference(str(tiny_en), manifest, tmp_path / "ref", progress=False)
+    assert result["asr"]["n"] == 2  # the qa line is not transcribed
+    assert result["asr"]["wer"] == pytest.approx(100.0 / 18)  # 1 substitution in 18 reference words
+    rows = [json.loads(line) for line in (tmp_path / "ref" / "predictions.jsonl").read_text().splitlines()]
+    assert [r["wer"] for r in rows] == [0.0, pytest.approx(100.0 / 9)]
