@@ -80,6 +80,9 @@ class LoggingSettings:
     save_every: int = 500          # 0: only at the end
     keep_last: int = 2
     num_generate: int = 4          # validation samples generated and logged
+    # per task, this many validation samples are generated and scored with the task's metric at every
+    # validation (valid/<task>/<score>, e.g. valid/asr/wer): a quality curve, not only a loss curve. 0: off
+    score_per_task: int = 0
     max_new_tokens: int = 48
     tensorboard: bool = True
     progress: bool = True

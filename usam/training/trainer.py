@@ -400,12 +400,52 @@ class Trainer:
         if flat[-1]:
             record["loss"] = flat[-2] / flat[-1]
         samples = self._generate_samples(dataset)
+        record.update(self._generation_scores(dataset))
         if self.main:
             self.logger.log("valid", self.step, record)
             if samples:
                 self.logger.log("samples", self.step, {f"{i}_{s['key']}": f"[{s['task']}] ref: {s['reference']} "
                                                        f"| hyp: {s['hypothesis']}" for i, s in enumerate(samples)})
         engine.train()
+        return record
+
+    def _generation_scores(self, dataset) -> dict:
+        """{"<task>/<score>": value}: the first `logging.score_per_task` valid samples of each task, generated
+        greedily and scored with the task's metric (usam.metrics)."""
+        from usam.metrics import PRIMARY_SCORE, compute_metrics, metric_name
+        from usam.training.collate import Collator
+
+        per_task = self.cfg.logging.score_per_task
+        synced = self.zero_stage == 3 and self.world > 1
+        if not per_task or not (self.main or synced):
+            return {}
+        chosen: dict[str, list[int]] = {}
+        for i, entry in enumerate(self.valid):
+            if len(chosen.setdefault(entry.task, [])) < per_task:
+                chosen[entry.task].append(i)
+        collate = Collator(self.processor, self.cache, with_answers=False)
+        kwargs = {"synced_gpus": True} if synced else {}
+        record = {}
+        for task, indices in sorted(chosen.items()):
+            items = [dataset[i] for i in indices]
+            items = [it for it in items if hasattr(it, "audio")]  # unreadable samples are skipped
+            hyps, refs = [], []
+            size = self.cfg.data.valid_batch_size
+            for start in range(0, len(items), size):
+                chunk = items[start: start + size]
+                inputs = model_inputs(self.model, collate(chunk).batch, self.device)
+                with autocast_context(self.cfg, self.device):
+                    ids = self.model.generate(**inputs, max_new_tokens=self.cfg.logging.max_new_tokens,
+                                              do_sample=False, **kwargs)
+                hyps += self.processor.batch_decode(ids)
+                refs += [it.target if task in ("asr", "cls") else it.references for it in chunk]
+            if not hyps:
+                continue
+            metric = metric_name(task)
+            scores = compute_metrics(task, hyps, refs)
+            value = scores.get(PRIMARY_SCORE[metric])
+            if isinstance(value, (int, float)):
+                record[f"{task}/{PRIMARY_SCORE[metric]}"] = float(value)
         return record
 
     def _generate_samples(self, dataset) -> list[dict]:

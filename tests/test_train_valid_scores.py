@@ -1,0 +1,21 @@
+"""Validation during training scores generated answers per task (a quality curve beside the loss curve)."""
+import json
+
+from usam.training.testing import tiny_train_config, write_corpus
+from usam.training.trainer import train
+
+
+def test_validation_logs_a_score_per_task(tmp_path):
+    train_manifest = write_corpus(tmp_path / "data", 6)
+    valid_manifest = write_corpus(tmp_path / "data", 6, seed=1, name="valid")
+    tasks = {json.loads(line)["task"] for line in valid_manifest.read_text().splitlines()}
+    over = {"schedule.max_steps": 2, "logging.eval_every": 2, "logging.score_per_task": 2,
+            "logging.num_generate": 0, "logging.max_new_tokens": 4}
+    train(tiny_train_config(tmp_path / "run", train_manifest, valid_manifest, overrides=over))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in records if r["kind"] == "valid"]
+    assert valid, records
+    scored = {k.split("/")[0] for k in valid[-1] if "/" in k and not k.startswith("ce/")}
+    assert scored == tasks
+    if "asr" in tasks:
+        assert valid[-1]["asr/wer"] >= 0.0
