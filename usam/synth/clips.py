@@ -2,6 +2,14 @@
 
 A maker returns (audio float32 16 kHz, lines, info); each line holds the task fields plus a key suffix,
 `info` holds the attributes shared by all its lines. `usam.synth.corpus` adds keys, paths and durations.
+
+Spoken text: a share `speech.everyday_fraction` of the spoken clips of each split and domain reads an everyday
+sentence from the text pool (`usam.synth.text`, split by hash so a test sentence is never a train sentence),
+the rest a grammar sentence; only grammar sentences have a Chinese translation, so only they get s2tt lines.
+Which clips are everyday is stratified by clip index (exact shares even for a few clips, and clip 0 of each
+split is always a grammar sentence, so every split with speech has s2tt lines). `EXTRA_MAKERS` render the
+two generalisation splits: `test_general` (the hand-written sentences, held-out voices only, asr) and
+`test_timbre` (music with the held-out General MIDI programs).
 """
 from __future__ import annotations
 
@@ -25,6 +33,30 @@ class Context:
     soundfont: str | None
     seen_voices: tuple[str, ...]      # voices of train and valid (and part of test)
     held_out_voices: tuple[str, ...]  # test only
+    everyday: dict | None = None      # split -> everyday sentences of that split (None: grammar only)
+    general: tuple[str, ...] = ()     # the hand-written test_general sentences
+
+
+@dataclass(frozen=True)
+class Spoken:
+    en: str
+    zh: str | None      # None: no translation (everyday sentences)
+    template: int | None
+    source: str         # grammar | everyday | handwritten
+
+
+def is_everyday(index: int, fraction: float) -> bool:
+    """Clip `index` reads an everyday sentence: floor((i + 1) f) > floor(i f), so any first n clips hold
+    round-down(n f) or so of them, and clip 0 is a grammar sentence whenever f < 1."""
+    return int((index + 1) * fraction + 1e-9) > int(index * fraction + 1e-9)
+
+
+def choose_text(split: str, rng: random.Random, ctx: Context, index: int = 0) -> Spoken:
+    fraction = float(ctx.cfg["speech"].get("everyday_fraction", 0.0))
+    if ctx.everyday and is_everyday(index, fraction) and ctx.everyday.get(split):
+        return Spoken(en=rng.choice(ctx.everyday[split]), zh=None, template=None, source="everyday")
+    sentence = sample_sentence(rng)
+    return Spoken(en=sentence.en, zh=sentence.zh, template=sentence.template, source="grammar")
 
 
 def _weighted_voice(voices: tuple[str, ...], rng: random.Random, weights: dict) -> str:
@@ -42,24 +74,35 @@ def pick_voice(split: str, rng: random.Random, ctx: Context) -> str:
     return _weighted_voice(ctx.seen_voices, rng, weights)
 
 
-def _spoken(split, rng, nrng, ctx, workdir):
-    sentence = sample_sentence(rng)
-    voice = pick_voice(split, rng, ctx)
+def _spoken(split, rng, nrng, ctx, workdir, *, sentence: Spoken | None = None, voice: str | None = None,
+            index: int = 0):
+    sentence = choose_text(split, rng, ctx, index) if sentence is None else sentence
+    voice = pick_voice(split, rng, ctx) if voice is None else voice
     style = speech.sample_style(rng, ctx.cfg["speech"])
     audio = speech.synthesise(voice, sentence.en, style, workdir)
     info = {"voice": voice, "voice_seen": voice not in ctx.held_out_voices, "speed": style.speed,
-            "pitch": style.pitch, "reverb": style.reverb, "template": sentence.template}
+            "pitch": style.pitch, "reverb": style.reverb, "text_source": sentence.source}
+    if sentence.template is not None:
+        info["template"] = sentence.template
     return sentence, audio, info
 
 
-def speech_clip(split, rng, nrng, ctx: Context, workdir: Path):
-    sentence, audio, info = _spoken(split, rng, nrng, ctx, workdir)
+def speech_clip(split, rng, nrng, ctx: Context, workdir: Path, *, sentence=None, voice=None, index: int = 0):
+    sentence, audio, info = _spoken(split, rng, nrng, ctx, workdir, sentence=sentence, voice=voice, index=index)
     audio = sounds.add_noise_floor(peak_normalise(audio, rng.uniform(*SPEECH_PEAK_DB)), nrng)
     lines = [{"suffix": "asr", "task": "asr", "text": sentence.en}]
-    for lang in ctx.cfg["speech"].get("s2tt_langs", ["zh"]):
-        lines.append({"suffix": f"s2tt-{lang}", "task": "s2tt", "text": sentence.zh, "lang": lang,
-                      "source_text": sentence.en})
+    if sentence.zh is not None:
+        for lang in ctx.cfg["speech"].get("s2tt_langs", ["zh"]):
+            lines.append({"suffix": f"s2tt-{lang}", "task": "s2tt", "text": sentence.zh, "lang": lang,
+                          "source_text": sentence.en})
     return audio, lines, info
+
+
+def general_clip(split, rng, nrng, ctx: Context, workdir: Path, index: int):
+    """test_general: hand-written sentence `index`, spoken by a held-out voice (asr only)."""
+    sentence = Spoken(en=ctx.general[index], zh=None, template=None, source="handwritten")
+    voice = _weighted_voice(ctx.held_out_voices, rng, ctx.cfg["speech"].get("engine_weights", {}))
+    return speech_clip(split, rng, nrng, ctx, workdir, sentence=sentence, voice=voice)
 
 
 def sound_clip(split, rng, nrng, ctx: Context, workdir: Path):
@@ -75,12 +118,13 @@ def sound_clip(split, rng, nrng, ctx: Context, workdir: Path):
     return audio, lines, info
 
 
-def music_clip(split, rng, nrng, ctx: Context, workdir: Path):
+def music_clip(split, rng, nrng, ctx: Context, workdir: Path, *, program: int | None = None):
     cfg = ctx.cfg["music"]
-    piece = music.sample_piece(rng, cfg)
+    piece = music.sample_piece(rng, cfg, program=program)
     audio = peak_normalise(music.render(piece, rng, ctx.soundfont, workdir), rng.uniform(-6.0, -1.0))
     audio = sounds.add_noise_floor(audio, nrng)
-    info = {"label": piece.instrument, "attributes": asdict(piece), "program": music.INSTRUMENTS[piece.instrument]}
+    info = {"label": piece.instrument, "attributes": asdict(piece), "program": piece.program,
+            "timbre_seen": piece.program not in set(cfg.get("held_out_programs") or ())}
     answers = {"instrument": piece.instrument, "tempo": piece.tempo, "mode": piece.mode,
                "drums": "yes" if piece.drums else "no"}
     lines = [{"suffix": "mc", "task": "mc", "text": piece.caption()},
@@ -92,9 +136,9 @@ def music_clip(split, rng, nrng, ctx: Context, workdir: Path):
     return audio, lines, info
 
 
-def mix_clip(split, rng, nrng, ctx: Context, workdir: Path):
+def mix_clip(split, rng, nrng, ctx: Context, workdir: Path, *, index: int = 0):
     cfg = ctx.cfg["mix"]
-    sentence, voice_audio, info = _spoken(split, rng, nrng, ctx, workdir)
+    sentence, voice_audio, info = _spoken(split, rng, nrng, ctx, workdir, index=index)
     lead, tail = int(rng.uniform(0.3, 0.8) * 16000), int(rng.uniform(0.3, 0.8) * 16000)
     total = lead + voice_audio.size + tail
     has_music = rng.random() < float(cfg.get("music_probability", 0.5))
@@ -124,4 +168,13 @@ def mix_clip(split, rng, nrng, ctx: Context, workdir: Path):
     return audio, lines, info
 
 
+def timbre_clip(split, rng, nrng, ctx: Context, workdir: Path, index: int):
+    """test_timbre: a music clip with held-out program number `index` (cycling through them)."""
+    held = sorted(ctx.cfg["music"].get("held_out_programs") or ())
+    return music_clip(split, rng, nrng, ctx, workdir, program=held[index % len(held)])
+
+
 MAKERS = {"speech": speech_clip, "sound": sound_clip, "music": music_clip, "mix": mix_clip}
+SPOKEN_DOMAINS = ("speech", "mix")  # their makers take the clip index (index=) for the text mix
+# split -> (domain, maker taking the clip index too)
+EXTRA_MAKERS = {"test_general": ("speech", general_clip), "test_timbre": ("music", timbre_clip)}

@@ -79,6 +79,24 @@ def validate(cfg: dict, source="config") -> None:
             not isinstance(w, (int, float)) or w < 0 for w in weights.values()):
         raise SynthConfigError(f"{source}: field 'speech.engine_weights' must map espeak-ng/flite/festival "
                                f"to numbers >= 0, got {weights!r}")
+    fraction = cfg["speech"].get("everyday_fraction", 0.0)
+    if not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+        raise SynthConfigError(f"{source}: field 'speech.everyday_fraction' must be a number in [0, 1], "
+                               f"got {fraction!r}")
+    for field, section, name in (("speech.test_general_sentences", "speech", "test_general_sentences"),
+                                 ("music.test_timbre_clips", "music", "test_timbre_clips")):
+        n = cfg[section].get(name, 0)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise SynthConfigError(f"{source}: field '{field}' must be an int >= 0, got {n!r}")
+    held = cfg["music"].get("held_out_programs") or []
+    if not isinstance(held, list) or not all(isinstance(p, int) for p in held):
+        raise SynthConfigError(f"{source}: field 'music.held_out_programs' must be a list of GM program numbers")
+    from usam.synth.music import check_held_out
+
+    try:
+        check_held_out(held)
+    except ValueError as err:
+        raise SynthConfigError(f"{source}: {err}") from err
     counts = cfg.get("counts")
     if counts is not None:
         for split, table in counts.items():

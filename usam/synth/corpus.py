@@ -4,6 +4,10 @@ Layout of the output folder:
   audio/<split>/<domain>/<clip>.wav   16 kHz mono 16-bit PCM
   <split>.jsonl                       every line of the split (all tasks)
   <split>.<task>.jsonl                the same lines, one file per task
+  test_general.jsonl (+ .asr.jsonl)   the hand-written everyday sentences (usam/synth/data/everyday_sentences.txt)
+                                      spoken only by held-out voices: ASR generalisation beyond the generator
+  test_timbre.jsonl (+ per task)      music clips (mc, cls, qa) played by the held-out General MIDI programs
+                                      (`music.held_out_programs`): unseen timbres of seen instrument labels
   metadata.json                       label sets, voices per split, sizes, seed, config, version
   .usam_synth_done.json               written last; a re-run with the same config hash reuses the folder
 Each clip has its own seed (derived from the corpus seed, split, domain and index), so the output does not
@@ -23,14 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-from usam.synth import music, sounds, speech
-from usam.synth.clips import MAKERS, Context
+from usam.synth import music, sounds, speech, text
+from usam.synth.clips import EXTRA_MAKERS, MAKERS, SPOKEN_DOMAINS, Context
 from usam.synth.config import DOMAINS, SPLITS, SynthConfigError, clip_counts, config_hash
 from usam.synth.questions import QTYPES
 from usam.synth.tools import FESTIVAL_VOICES, check_tools
 from usam.tasks import TASKS
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"
+EXTRA_SPLITS = tuple(EXTRA_MAKERS)  # test_general, test_timbre
 DONE_MARKER = ".usam_synth_done.json"
 SAMPLE_RATE = 16000
 
@@ -51,6 +56,26 @@ def _voices(cfg: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if not seen:
         raise SynthConfigError("field 'speech.held_out_voices': every voice is held out; train has none")
     return seen, held
+
+
+def extra_counts(cfg: dict, counts: dict) -> dict[str, dict[str, int]]:
+    """Clips of the generalisation splits, fixed by the config (not scaled by hours): test_general (speech,
+    when the corpus has spoken clips) and test_timbre (music, when the corpus has music clips)."""
+    out = {split: {d: 0 for d in DOMAINS} for split in EXTRA_SPLITS}
+    spoken = any(counts[s].get("speech", 0) or counts[s].get("mix", 0) for s in SPLITS)
+    has_music = any(counts[s].get("music", 0) for s in SPLITS)
+    if cfg["speech"].get("held_out_voices") and spoken:
+        n = int(cfg["speech"].get("test_general_sentences", 0))
+        out["test_general"]["speech"] = min(n, len(text.everyday_test_sentences())) if n > 0 else 0
+    if cfg["music"].get("held_out_programs") and has_music:
+        out["test_timbre"]["music"] = int(cfg["music"].get("test_timbre_clips", 0))
+    return out
+
+
+def _needs_pool(cfg: dict, counts: dict) -> bool:
+    if float(cfg["speech"].get("everyday_fraction", 0.0)) <= 0:
+        return False
+    return any(counts[s].get("speech", 0) or counts[s].get("mix", 0) for s in SPLITS)
 
 
 def required_tools(cfg: dict, counts: dict) -> dict:
@@ -93,7 +118,11 @@ def _render_clip(job: tuple[str, str, int, int]) -> list[dict]:
     rng, nrng = random.Random(seed), np.random.default_rng(seed)
     with tempfile.TemporaryDirectory(prefix="usam-synth-") as tmp:
         try:
-            audio, lines, info = MAKERS[domain](split, rng, nrng, _CTX, Path(tmp))
+            if split in EXTRA_MAKERS:
+                audio, lines, info = EXTRA_MAKERS[split][1](split, rng, nrng, _CTX, Path(tmp), index)
+            else:
+                extra = {"index": index} if domain in SPOKEN_DOMAINS else {}
+                audio, lines, info = MAKERS[domain](split, rng, nrng, _CTX, Path(tmp), **extra)
         except Exception as err:
             raise RuntimeError(f"clip {clip_id}: {type(err).__name__}: {err}") from err
     from usam.synth.audio import write_wav
@@ -128,15 +157,15 @@ def _clear_previous(out: Path) -> None:
     """Remove what an earlier (different or unfinished) run of this generator left; nothing else."""
     (out / DONE_MARKER).unlink(missing_ok=True)
     shutil.rmtree(out / "audio", ignore_errors=True)
-    for split in SPLITS:
+    for split in SPLITS + EXTRA_SPLITS:
         for path in [out / f"{split}.jsonl", *(out / f"{split}.{t}.jsonl" for t in TASKS)]:
             path.unlink(missing_ok=True)
     (out / "metadata.json").unlink(missing_ok=True)
 
 
-def _complete(out: Path) -> bool:
+def _complete(out: Path, splits=SPLITS) -> bool:
     """Every split manifest is there and every audio file it names exists."""
-    for split in SPLITS:
+    for split in splits:
         manifest = out / f"{split}.jsonl"
         if not manifest.is_file():
             return False
@@ -147,7 +176,7 @@ def _complete(out: Path) -> bool:
     return True
 
 
-def _metadata(cfg, seed, hours, counts, manifests, ctx, tools) -> dict:
+def _metadata(cfg, seed, hours, counts, all_counts, manifests, ctx, tools, pool_info) -> dict:
     sizes = {}
     voices = {}
     for split, lines in manifests.items():
@@ -167,16 +196,19 @@ def _metadata(cfg, seed, hours, counts, manifests, ctx, tools) -> dict:
     return {
         "generator": "usam synth", "generator_version": GENERATOR_VERSION, "seed": seed,
         "requested_hours": hours, "sample_rate": SAMPLE_RATE,
-        "hours": round(sum(s["hours"] for s in sizes.values()), 4),
+        "hours": round(sum(s["hours"] for name, s in sizes.items() if name in SPLITS), 4),  # extra splits apart
         "labels": {"sound_classes": list(sounds.SOUND_CLASSES), "instruments": list(music.INSTRUMENTS),
-                   "instrument_programs": music.INSTRUMENTS, "tempo_classes": list(music.TEMPO_CLASSES),
+                   "instrument_programs": {k: list(v) for k, v in music.PROGRAMS.items()},
+                   "held_out_programs": sorted(cfg["music"].get("held_out_programs") or ()),
+                   "tempo_classes": list(music.TEMPO_CLASSES),
                    "tempo_bpm": {k: list(v) for k, v in music.TEMPO_CLASSES.items()}, "modes": list(music.MODES),
                    "keys": list(music.KEYS), "qa_types": list(QTYPES),
                    "cls": sorted(set(sounds.SOUND_CLASSES) | set(music.INSTRUMENTS))},
         "voices": {"per_split": voices, "seen_pool": list(ctx.seen_voices),
                    "held_out": list(ctx.held_out_voices)},
-        "counts": counts, "sizes": sizes, "config": cfg, "tools": tools,
-        "manifests": {s: f"{s}.jsonl" for s in SPLITS},
+        "counts": counts, "extra_counts": {s: c for s, c in all_counts.items() if s not in SPLITS},
+        "sizes": sizes, "config": cfg, "tools": tools, "text_pool": pool_info,
+        "manifests": {s: f"{s}.jsonl" for s in manifests},
     }
 
 
@@ -186,26 +218,38 @@ def generate_corpus(out_dir: str | Path, cfg: dict, *, hours: float | None = Non
     out = Path(out_dir)
     seed = int(cfg["seed"] if seed is None else seed)
     counts = clip_counts(cfg, hours)
-    needs = required_tools(cfg, counts)
+    extra = {s: t for s, t in extra_counts(cfg, counts).items() if any(t.values())}
+    needs = required_tools(cfg, {**counts, **extra})
     tools = check_tools(needs["programs"], needs["festival_voices"], needs["soundfont"])
     seen, held = _voices(cfg)
-    digest = config_hash({"version": GENERATOR_VERSION, "config": cfg, "counts": counts, "seed": seed})
+    everyday, pool_info = None, None
+    if _needs_pool(cfg, counts):
+        pool = text.everyday_pool()
+        everyday = text.split_pool(pool, cfg["splits"])
+        pool_info = {**text.pool_stats(pool), "per_split": {s: len(v) for s, v in everyday.items()},
+                     "sha256": hashlib.sha256("\n".join(pool).encode()).hexdigest()}
+    general = tuple(text.everyday_test_sentences()) if "test_general" in extra else ()
+    digest = config_hash({"version": GENERATOR_VERSION, "config": cfg, "counts": counts, "seed": seed,
+                          "extra": extra, "text_pool": pool_info and pool_info["sha256"],
+                          "general": hashlib.sha256("\n".join(general).encode()).hexdigest()})
     marker = out / DONE_MARKER
     if marker.is_file() and (out / "metadata.json").is_file():
         try:
             done = json.loads(marker.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             done = {}
-        if done.get("config_hash") == digest and _complete(out):
+        if done.get("config_hash") == digest and _complete(out, SPLITS + tuple(extra)):
             meta = json.loads((out / "metadata.json").read_text(encoding="utf-8"))
             meta["reused"] = True
             return meta
     out.mkdir(parents=True, exist_ok=True)
     _clear_previous(out)
 
-    ctx = Context(cfg=cfg, soundfont=tools.get("soundfont"), seen_voices=seen, held_out_voices=held)
+    ctx = Context(cfg=cfg, soundfont=tools.get("soundfont"), seen_voices=seen, held_out_voices=held,
+                  everyday=everyday, general=general)
+    all_counts = {**counts, **extra}
     plan = [(split, domain, i, clip_seed(seed, split, domain, i))
-            for split in SPLITS for domain in DOMAINS for i in range(counts[split][domain])]
+            for split in all_counts for domain in DOMAINS for i in range(all_counts[split][domain])]
     jobs = max(1, int(jobs or os.cpu_count() or 1))
     from tqdm import tqdm
 
@@ -225,7 +269,7 @@ def generate_corpus(out_dir: str | Path, cfg: dict, *, hours: float | None = Non
                 bar.update()
     bar.close()
 
-    manifests = {split: [] for split in SPLITS}
+    manifests = {split: [] for split in all_counts}
     for lines in results:
         for line in lines:
             manifests[line["split"]].append(line)
@@ -235,7 +279,7 @@ def generate_corpus(out_dir: str | Path, cfg: dict, *, hours: float | None = Non
             task_lines = [l for l in lines if l["task"] == task]
             if task_lines:
                 _write_jsonl(out / f"{split}.{task}.jsonl", task_lines)
-    meta = _metadata(cfg, seed, hours, counts, manifests, ctx, tools)
+    meta = _metadata(cfg, seed, hours, counts, all_counts, manifests, ctx, tools, pool_info)
     _write_json(out / "metadata.json", meta)
     _write_json(marker, {"config_hash": digest, "generator_version": GENERATOR_VERSION})
     meta["reused"] = False

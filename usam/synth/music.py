@@ -1,8 +1,12 @@
 """Short pieces composed with pretty_midi and rendered with the fluidsynth program and a GM soundfont.
 
 One instrument plays both the melody and the chords (so the instrument label is unambiguous), optionally
-over a drum kit. The fluidsynth command line is used rather than pyfluidsynth: it needs no Python binding
-to a shared library and renders a .mid file offline in one call.
+over a drum kit. Each instrument label has one or more General MIDI programs of the same instrument class
+(`PROGRAMS`); the config's `music.held_out_programs` keeps some of them out of train, valid and the in-domain
+test split, and `usam.synth.corpus` renders the held-out ones into a separate `test_timbre` split (unseen
+timbres of seen labels). Sound events have no held-out timbres; only music does.
+The fluidsynth command line is used rather than pyfluidsynth: it needs no Python binding to a shared library
+and renders a .mid file offline in one call.
 """
 from __future__ import annotations
 
@@ -15,11 +19,24 @@ import numpy as np
 from usam.synth.audio import SAMPLE_RATE, fade, read_mono
 from usam.synth.tools import run_tool
 
-# label -> General MIDI program (0-based)
-INSTRUMENTS = {
-    "piano": 0, "marimba": 12, "organ": 19, "acoustic guitar": 24, "electric guitar": 27, "violin": 40,
-    "cello": 42, "harp": 46, "trumpet": 56, "saxophone": 65, "clarinet": 71, "flute": 73,
+# label -> General MIDI programs (0-based) of that instrument class; the first is the label's main program.
+# GM has no second harp or clarinet, so those labels have one program (and nothing to hold out).
+PROGRAMS = {
+    "piano": (0, 1),             # acoustic grand, bright acoustic
+    "marimba": (12, 13),         # marimba, xylophone (wooden mallet bars)
+    "organ": (19, 16),           # church organ, drawbar organ
+    "acoustic guitar": (24, 25), # nylon, steel
+    "electric guitar": (27, 26), # clean, jazz
+    "violin": (40, 110),         # violin, fiddle
+    "cello": (42, 43),           # cello, contrabass (bowed low strings)
+    "harp": (46,),
+    "trumpet": (56, 59),         # trumpet, muted trumpet
+    "saxophone": (65, 64, 66),   # alto, soprano, tenor
+    "clarinet": (71,),
+    "flute": (73, 72),           # flute, piccolo
 }
+INSTRUMENTS = {label: programs[0] for label, programs in PROGRAMS.items()}  # label -> main program
+LABEL_OF_PROGRAM = {p: label for label, programs in PROGRAMS.items() for p in programs}
 TEMPO_CLASSES = {"slow": (60, 80), "medium": (95, 120), "fast": (135, 170)}  # bpm, inclusive; gaps avoid ties
 MODES = ("major", "minor")
 KEYS = ("C", "C sharp", "D", "E flat", "E", "F", "F sharp", "G", "A flat", "A", "B flat", "B")
@@ -38,6 +55,7 @@ class Piece:
     mode: str
     drums: bool
     bars: int
+    program: int = -1  # General MIDI program; -1: the instrument's main program
 
     @property
     def seconds(self) -> float:
@@ -56,18 +74,43 @@ def tempo_class(bpm: float) -> str:
     raise ValueError(f"{bpm} bpm is in no tempo class {TEMPO_CLASSES}")
 
 
-def sample_piece(rng: random.Random, cfg: dict, *, min_seconds: float = 0.0) -> Piece:
-    """Draw the attributes (`cfg` is the config's `music` section); the piece lasts >= min_seconds."""
-    instrument = rng.choice(list(cfg.get("instruments", INSTRUMENTS)))
-    if instrument not in INSTRUMENTS:
-        raise ValueError(f"music.instruments: unknown instrument {instrument!r}; known: {', '.join(INSTRUMENTS)}")
+def check_held_out(held) -> None:
+    """Every held-out program belongs to a label, and every label keeps a program that is not held out."""
+    unknown = [p for p in held if p not in LABEL_OF_PROGRAM]
+    if unknown:
+        raise ValueError(f"music.held_out_programs: {unknown} belong to no instrument label; "
+                         f"known programs: {dict(PROGRAMS)}")
+    emptied = [label for label, programs in PROGRAMS.items() if set(programs) <= set(held)]
+    if emptied:
+        raise ValueError(f"music.held_out_programs: every program of {emptied} is held out; each label "
+                         f"needs one program for train")
+
+
+def seen_programs(label: str, cfg: dict) -> list[int]:
+    held = set(cfg.get("held_out_programs") or ())
+    return [p for p in PROGRAMS[label] if p not in held]
+
+
+def sample_piece(rng: random.Random, cfg: dict, *, min_seconds: float = 0.0, program: int | None = None) -> Piece:
+    """Draw the attributes (`cfg` is the config's `music` section); the piece lasts >= min_seconds.
+
+    The program is drawn from the label's programs that are not in `music.held_out_programs`, unless
+    `program` is given (then the instrument is that program's label)."""
+    if program is None:
+        instrument = rng.choice(list(cfg.get("instruments", INSTRUMENTS)))
+        if instrument not in INSTRUMENTS:
+            raise ValueError(f"music.instruments: unknown instrument {instrument!r}; "
+                             f"known: {', '.join(INSTRUMENTS)}")
+        program = rng.choice(seen_programs(instrument, cfg))
+    else:
+        instrument = LABEL_OF_PROGRAM[program]
     tempo = rng.choice(tuple(TEMPO_CLASSES))
     bpm = rng.randint(*TEMPO_CLASSES[tempo])
     lo, hi = cfg.get("seconds", (6.0, 10.0))
     target = max(rng.uniform(lo, hi), min_seconds)
     bars = max(1, int(np.ceil(target * bpm / 240.0)))
     return Piece(instrument=instrument, tempo=tempo, bpm=bpm, key=rng.choice(KEYS), mode=rng.choice(MODES),
-                 drums=rng.random() < float(cfg.get("drums_probability", 0.5)), bars=bars)
+                 drums=rng.random() < float(cfg.get("drums_probability", 0.5)), bars=bars, program=program)
 
 
 def compose(piece: Piece, rng: random.Random):
@@ -77,7 +120,7 @@ def compose(piece: Piece, rng: random.Random):
     beat = 60.0 / piece.bpm
     tonic = KEYS.index(piece.key)
     scale = _SCALES[piece.mode]
-    program = INSTRUMENTS[piece.instrument]
+    program = piece.program if piece.program >= 0 else INSTRUMENTS[piece.instrument]
     pm = pretty_midi.PrettyMIDI(initial_tempo=float(piece.bpm))
     melody = pretty_midi.Instrument(program=program, name="melody")
     chords = pretty_midi.Instrument(program=program, name="chords")
