@@ -19,3 +19,6 @@ def test_validation_logs_a_score_per_task(tmp_path):
     assert scored == tasks
     if "asr" in tasks:
         assert valid[-1]["asr/wer"] >= 0.0
+    from usam.training.plots import plot_run
+
+    assert "scores.png" in {p.name for p in plot_run(tmp_path / "run")}

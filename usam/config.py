@@ -73,6 +73,15 @@ class QFormerSettings:
     num_heads: int = 8
     ffn_size: int = 3072
     dropout: float = 0.1
+    # "learned": the queries start as learned vectors only (SALMONN). "window_mean": each window's queries also
+    # start from the mean of its projected frames and the layers' residual branches start at zero, so the
+    # untrained Q-Former is window mean pooling and learns attention from there (with learned queries alone,
+    # tiny.en's tokens of one clip start at cosine 0.97 to each other, and a short run never leaves that)
+    query_init: str = "learned"
+
+    def __post_init__(self):
+        if self.query_init not in ("learned", "window_mean"):
+            raise ValueError(f"qformer.query_init must be 'learned' or 'window_mean', got {self.query_init!r}")
 
 
 @dataclass

@@ -66,6 +66,9 @@ def make_corpus(plan: DemoPlan) -> Path:
     from usam.synth.corpus import generate_corpus
 
     cfg = load_config(SYNTH_CONFIG)
+    if plan.quick:  # plumbing only: a few clips of the extra test splits
+        cfg["speech"]["test_general_sentences"] = min(cfg["speech"].get("test_general_sentences", 0), 6)
+        cfg["music"]["test_timbre_clips"] = min(cfg["music"].get("test_timbre_clips", 0), 3)
     data = plan.out / "data"
     meta = generate_corpus(data, cfg, hours=plan.hours, seed=plan.seed, jobs=plan.jobs)
     _say(f"corpus: {data} ({'reused' if meta.get('reused') else 'generated'})")
@@ -138,11 +141,14 @@ def time_one_step(plan: DemoPlan, data: Path, demo_model: _DemoModel) -> float:
     batch = processor([s.audio for s in samples], instructions, [s.references[0] for s in samples])
     params = [p for _, p in model.trainable_parameters()]
     opt = torch.optim.AdamW(params, lr=1e-5)
+    autocast = yaml.safe_load((REPO_ROOT / "configs/train/demo_stage2.yaml").read_text()).get("autocast")
     times = []
     for _ in range(3):
         start = time.time()
         opt.zero_grad()
-        model(**batch).loss.backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast == "bf16"):
+            loss = model(**batch).loss
+        loss.backward()
         opt.step()
         times.append(time.time() - start)
     return sorted(times)[1]
@@ -178,18 +184,85 @@ def train_stage(plan: DemoPlan, data: Path, cache: Path | None, stage: int, step
     return Path(summary.get("final", final))
 
 
-def evaluate_test(plan: DemoPlan, model_dir: Path, data: Path) -> dict:
+# Test splits the demo evaluates, when the corpus has them: the in-domain test split, everyday sentences spoken
+# by held-out voices (test_general), and music played by held-out soundfont programs (test_timbre).
+EVAL_SPLITS = {"test": "test.jsonl", "general": "test_general.jsonl", "timbre": "test_timbre.jsonl"}
+
+
+def eval_dir(plan: DemoPlan, split: str) -> Path:
+    return plan.out / ("eval" if split == "test" else f"eval_{split}")
+
+
+def evaluate_test(plan: DemoPlan, model_dir: Path, data: Path) -> dict[str, dict]:
+    """metrics.json content per split present in the corpus (see EVAL_SPLITS)."""
     from usam.evaluation.generation import GenerationSettings
     from usam.evaluation.registry import load_registry
     from usam.evaluation.runner import evaluate
 
     benchmark = load_registry()["synthetic-test"]
-    out = plan.out / "eval"
-    manifest = data / "test.jsonl"
-    if plan.eval_limit:  # --quick: a few items of every task, not the first lines of the file
-        manifest = _per_task_subset(manifest, plan.eval_limit)
     settings = GenerationSettings(max_new_tokens=24 if plan.quick else None)
-    return evaluate(model_dir, benchmark, out, manifest=manifest, settings=settings, model_name="usam-demo")
+    results = {}
+    for split, name in EVAL_SPLITS.items():
+        manifest = data / name
+        if not manifest.exists():
+            continue
+        if plan.eval_limit:  # --quick: a few items of every task, not the first lines of the file
+            manifest = _per_task_subset(manifest, plan.eval_limit)
+        _say(f"evaluating on {manifest.name}")
+        results[split] = evaluate(model_dir, benchmark, eval_dir(plan, split), manifest=manifest, settings=settings,
+                                  model_name="usam-demo")
+    return results
+
+
+def whisper_reference(plan: DemoPlan, data: Path) -> dict | None:
+    """Whisper tiny.en's own decoder on the generalisation split (else the test split's ASR lines)."""
+    from usam.evaluation.whisper_reference import whisper_reference as run_reference
+
+    manifest = data / EVAL_SPLITS["general"]
+    if not manifest.exists():
+        manifest = data / EVAL_SPLITS["test"]
+    if plan.eval_limit:
+        manifest = _per_task_subset(manifest, plan.eval_limit)
+    whisper_id = model_sections(plan)["whisper"]["name_or_path"]
+    _say(f"reference: {whisper_id}'s own decoder on {manifest.name}")
+    result = run_reference(whisper_id, manifest, plan.out / "whisper_reference")
+    result["split"] = "general" if "general" in manifest.name else "test"
+    return result
+
+
+def headline(plan: DemoPlan, results: dict[str, dict], data: Path, reference: dict | None) -> dict:
+    """The issue's target figures per split: ASR WER, sound-event and instrument accuracy (cls by domain),
+    tempo and instrument question accuracy (qa by question type), captioning CIDEr-D, QA exact match."""
+    from usam.data import read_manifest
+    from usam.metrics import compute_metrics
+    from usam.evaluation.runner import load_predictions
+
+    figures: dict[str, dict] = {}
+    for split, result in results.items():
+        if not result:
+            continue
+        metrics, row = result.get("metrics") or {}, {}
+        if "asr" in metrics:
+            row["asr_wer"] = metrics["asr"]["wer"]
+        for task in ("aac", "mc"):
+            if isinstance((metrics.get(task) or {}).get("cider_d"), float):
+                row[f"{task}_cider_d"] = metrics[task]["cider_d"]
+        if "qa" in metrics:
+            row["qa_exact_match"] = metrics["qa"]["exact_match"]
+            for qtype in ("tempo", "instrument"):
+                if f"exact_match[{qtype}]" in metrics["qa"]:
+                    row[f"qa_{qtype}"] = metrics["qa"][f"exact_match[{qtype}]"]
+        domains = {e.key: e.extra.get("domain") for e in read_manifest(data / EVAL_SPLITS[split], strict=True)}
+        rows = [r for r in load_predictions(eval_dir(plan, split) / "predictions.jsonl") if r["task"] == "cls"]
+        for domain, name in (("sound", "sound_accuracy"), ("music", "instrument_accuracy")):
+            picked = [r for r in rows if domains.get(r["key"]) == domain]
+            if picked:
+                row[name] = compute_metrics("cls", [r["prediction"] for r in picked],
+                                            [r["references"][0] for r in picked])["accuracy"]
+        figures[split] = row
+    if reference:
+        figures.setdefault(reference["split"], {})["whisper_reference_wer"] = reference["asr"]["wer"]
+    return figures
 
 
 def _per_task_subset(manifest: Path, per_task: int) -> Path:
@@ -260,18 +333,33 @@ def run(plan: DemoPlan) -> dict:
     stage2 = train_stage(plan, data, cache, 2, steps2, stage1)
     clock.lap("stage2", t)
     t = time.time()
-    metrics = evaluate_test(plan, stage2, data)
+    results = evaluate_test(plan, stage2, data)
     clock.lap("evaluation", t)
+    t = time.time()
+    reference = whisper_reference(plan, data)
+    clock.lap("whisper_reference", t)
     t = time.time()
     plots = make_plots(plan, stage2)
     answers = answer_examples(stage2, data)
     clock.lap("answers", t)
-    summary = {"model": str(stage2), "metrics": metrics.get("metrics") if metrics else None,
-               "expert_usage": metrics.get("expert_usage") if metrics else None, "plots": plots, "answers": answers,
-               "timings_s": plan.timings, "wall_s": round(time.time() - clock.start, 1)}
+    main = results.get("test") or {}
+    summary = {"model": str(stage2), "figures": headline(plan, results, data, reference),
+               "metrics": {split: r.get("metrics") for split, r in results.items() if r},
+               "expert_usage": main.get("expert_usage"), "plots": plots, "answers": answers,
+               "steps": {"stage1": steps1, "stage2": steps2}, "timings_s": plan.timings,
+               "wall_s": round(time.time() - clock.start, 1), "peak_rss_mb": peak_rss_mb()}
     (plan.out / "demo_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     print_summary(plan, summary)
     return summary
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process and of its finished children (corpus tools), in MB."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(max(own, children) / 1024, 1)  # Linux reports KiB
 
 
 def make_plots(plan: DemoPlan, model_dir: Path) -> list[str]:
@@ -287,10 +375,20 @@ def make_plots(plan: DemoPlan, model_dir: Path) -> list[str]:
 
 
 def print_summary(plan: DemoPlan, summary: dict) -> None:
-    table = plan.out / "eval" / "metrics.md"
-    _say("results on the synthetic test split")
-    if table.exists():
-        print(table.read_text())
+    for split in EVAL_SPLITS:
+        table = eval_dir(plan, split) / "metrics.md"
+        if table.exists():
+            _say(f"results on {EVAL_SPLITS[split]}")
+            print(table.read_text())
+    figures = summary.get("figures") or {}
+    if figures:
+        _say("target figures per split (WER, accuracy and exact match in %; CIDEr-D on its 0-10 scale)")
+        names = sorted({k for row in figures.values() for k in row})
+        splits = list(figures)
+        print("  " + f"{'figure':<26}" + "".join(f"{s:>12}" for s in splits))
+        for name in names:
+            cells = [figures[s].get(name) for s in splits]
+            print("  " + f"{name:<26}" + "".join(f"{c:>12.2f}" if isinstance(c, float) else f"{'-':>12}" for c in cells))
     if summary.get("expert_usage"):
         _say("expert usage per task (mean routing weight per expert)")
         for task, weights in summary["expert_usage"].items():
@@ -299,7 +397,8 @@ def print_summary(plan: DemoPlan, summary: dict) -> None:
     for a in summary["answers"]:
         print(f"  [{a['domain']}] {a['question']}\n    model: {a['answer']}\n    reference: {a['reference']}")
     _say(f"plots: {', '.join(summary['plots'])}")
-    _say(f"done in {summary['wall_s'] / 60:.1f} min. Talk to the model:")
+    _say(f"done in {summary['wall_s'] / 60:.1f} min (peak memory {summary['peak_rss_mb']:.0f} MB). "
+         "Talk to the model:")
     print(f"  usam chat {summary['model']} --audio {summary['answers'][0]['audio'] if summary['answers'] else 'CLIP.wav'}")
     print(f"  usam serve {summary['model']} --host 127.0.0.1 --port 8000")
     print(f"  usam web {summary['model']}")

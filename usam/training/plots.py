@@ -1,4 +1,5 @@
-"""PNG plots of a run's metrics.jsonl: loss curves (train parts + validation) and expert usage per task."""
+"""PNG plots of a run's metrics.jsonl: loss curves (train parts + validation), validation scores per task (when
+logged) and expert usage per task."""
 from __future__ import annotations
 
 import json
@@ -64,6 +65,19 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
             axes[1].legend()
         fig.tight_layout()
         path = out_dir / "loss.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    scores = sorted({k for r in valid for k in r if "/" in k and not k.startswith("ce/")})
+    if scores:  # logging.score_per_task: generated answers scored per task (WER, accuracy, ...)
+        fig, axes = plt.subplots(1, len(scores), figsize=(4 * len(scores), 3.5), squeeze=False)
+        for ax, key in zip(axes[0], scores):
+            pts = [(r["step"], r[key]) for r in valid if key in r]
+            ax.plot(*zip(*pts), "o-")
+            ax.set_xlabel("step")
+            ax.set_title(f"valid {key}")
+        fig.tight_layout()
+        path = out_dir / "scores.png"
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
