@@ -173,8 +173,9 @@ def train_stage(plan: DemoPlan, data: Path, cache: Path | None, stage: int, step
         "data.cache_dir": str(cache) if cache else None,
         "data.max_samples": plan.max_samples,
         "schedule.max_steps": steps,
-        "logging.eval_every": max(steps // 2, 1),
-        "logging.save_every": max(steps // 2, 1),
+        # halfway and at the end (the trainer validates after its last step; ceil avoids a second one next to it)
+        "logging.eval_every": max(-(-steps // 2), 1),
+        "logging.save_every": max(-(-steps // 2), 1),
     }
     if init_from is not None:
         overrides["init_from"] = str(init_from)
