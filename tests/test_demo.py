@@ -13,7 +13,15 @@ def test_demo_quick_end_to_end(tmp_path):
                             capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     summary = json.loads((out / "demo_summary.json").read_text())
-    assert TASKS <= set(summary["metrics"])  # every task of the test split scored
+    assert TASKS <= set(summary["metrics"]["test"])  # every task of the test split scored
+    # the generalisation split (held-out voices, hand-written sentences) and the held-out timbres, with
+    # Whisper tiny.en's own decoder as the reference on the former
+    assert "asr" in summary["metrics"]["general"] and {"cls", "qa", "mc"} <= set(summary["metrics"]["timbre"])
+    figures = summary["figures"]
+    assert {"asr_wer", "sound_accuracy", "instrument_accuracy"} <= set(figures["test"])
+    assert {"asr_wer", "whisper_reference_wer"} <= set(figures["general"])
+    assert 0 <= figures["general"]["whisper_reference_wer"] < 100  # tiny.en understands these voices
+    assert summary["peak_rss_mb"] > 0 and summary["steps"] == {"stage1": 6, "stage2": 10}
     assert TASKS <= set(summary["expert_usage"]) and all(len(w) == 3 for w in summary["expert_usage"].values())
     assert [a["domain"] for a in summary["answers"]] == ["speech", "sound", "music"]
     assert all(isinstance(a["answer"], str) for a in summary["answers"])

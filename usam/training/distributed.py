@@ -113,4 +113,12 @@ def destroy() -> None:
         # every rank reaches the end before any tears the group down: rank 0 hosts the rendezvous store when
         # launched with env:// variables, and leaving while another rank still talks to it can abort at exit
         dist.barrier()
+        try:  # DeepSpeed's own teardown also drops the groups it cached (a later run in this process needs that)
+            import deepspeed.comm as ds_comm
+
+            if ds_comm.is_initialized():
+                ds_comm.destroy_process_group()
+                return
+        except ImportError:
+            pass
         dist.destroy_process_group()
