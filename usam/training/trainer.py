@@ -413,7 +413,6 @@ class Trainer:
         """{"<task>/<score>": value}: the first `logging.score_per_task` valid samples of each task, generated
         greedily and scored with the task's metric (usam.metrics)."""
         from usam.metrics import PRIMARY_SCORE, compute_metrics, metric_name
-        from usam.training.collate import Collator
 
         per_task = self.cfg.logging.score_per_task
         synced = self.zero_stage == 3 and self.world > 1
@@ -423,8 +422,6 @@ class Trainer:
         for i, entry in enumerate(self.valid):
             if len(chosen.setdefault(entry.task, [])) < per_task:
                 chosen[entry.task].append(i)
-        collate = Collator(self.processor, self.cache, with_answers=False)
-        kwargs = {"synced_gpus": True} if synced else {}
         record = {}
         for task, indices in sorted(chosen.items()):
             items = [dataset[i] for i in indices]
@@ -433,11 +430,7 @@ class Trainer:
             size = self.cfg.data.valid_batch_size
             for start in range(0, len(items), size):
                 chunk = items[start: start + size]
-                inputs = model_inputs(self.model, collate(chunk).batch, self.device)
-                with autocast_context(self.cfg, self.device):
-                    ids = self.model.generate(**inputs, max_new_tokens=self.cfg.logging.max_new_tokens,
-                                              do_sample=False, **kwargs)
-                hyps += self.processor.batch_decode(ids)
+                hyps += self._generate_texts(chunk, synced)
                 refs += [it.target if task in ("asr", "cls") else it.references for it in chunk]
             if not hyps:
                 continue
@@ -464,6 +457,11 @@ class Trainer:
                 break
         if not samples:
             return []
+        texts = self._generate_texts(samples, synced)
+        return [{"key": s.key, "task": s.task, "reference": s.target, "hypothesis": t} for s, t in zip(samples, texts)]
+
+    def _generate_texts(self, samples, synced: bool) -> list[str]:
+        """Greedy answers to `samples` (one batch). `synced`: every ZeRO-3 rank joins each forward."""
         from usam.training.collate import Collator
 
         collated = Collator(self.processor, self.cache, with_answers=False)(samples)
@@ -472,8 +470,7 @@ class Trainer:
         with autocast_context(self.cfg, self.device):
             ids = self.model.generate(**inputs, max_new_tokens=self.cfg.logging.max_new_tokens, do_sample=False,
                                       **kwargs)
-        texts = self.processor.batch_decode(ids)
-        return [{"key": s.key, "task": s.task, "reference": s.target, "hypothesis": t} for s, t in zip(samples, texts)]
+        return self.processor.batch_decode(ids)
 
     # ---------------------------------------------------------------------------------------------------
     def save_final(self) -> Path:
