@@ -215,7 +215,7 @@ def evaluate_test(plan: DemoPlan, model_dir: Path, data: Path) -> dict[str, dict
     return results
 
 
-def whisper_reference(plan: DemoPlan, data: Path) -> dict | None:
+def whisper_reference(plan: DemoPlan, data: Path) -> dict:
     """Whisper tiny.en's own decoder on the generalisation split (else the test split's ASR lines)."""
     from usam.evaluation.whisper_reference import whisper_reference as run_reference
 
