@@ -64,6 +64,30 @@ def en_ordinal(n: int) -> str:
     return " ".join(words)
 
 
+def en_cardinal(n: int) -> str:
+    """0..999999 in words without hyphens: 2500 -> 'two thousand five hundred'."""
+    if not 0 <= n <= 999_999:
+        raise ValueError(f"en_cardinal supports 0..999999, got {n}")
+    thousands, rest = divmod(n, 1000)
+    if not thousands:
+        return en_number(rest)
+    words = f"{en_number(thousands)} thousand"
+    if rest:
+        words += (" and " if rest < 100 else " ") + en_number(rest)
+    return words
+
+
+def en_year(n: int) -> str:
+    """A four-digit year as spoken: 1984 -> 'nineteen eighty four', 1900 -> 'nineteen hundred',
+    2005 -> 'two thousand and five', 1805 -> 'eighteen oh five'."""
+    century, rest = divmod(n, 100)
+    if 2000 <= n <= 2009:
+        return "two thousand" + ("" if rest == 0 else " and " + en_number(rest))
+    if rest == 0:
+        return f"{en_number(century)} hundred"
+    return f"{en_number(century)} " + (f"oh {en_number(rest)}" if rest < 10 else en_number(rest))
+
+
 def clock_times() -> list[tuple[str, str]]:
     """Spoken clock times: 'seven o'clock' / 七点, 'half past seven' / 七点半, 'ten twenty' / 十点二十分."""
     out = []
@@ -81,8 +105,7 @@ def years() -> list[tuple[str, str]]:
     """Years as spoken: 1985 -> 'nineteen eighty five' / 一九八五; 2019 -> 'twenty nineteen' / 二零一九."""
     out = []
     for year in list(range(1950, 2000)) + list(range(2010, 2030)):
-        century, rest = divmod(year, 100)
-        en = f"{en_number(century)} {en_number(rest)}"
+        en = en_year(year)
         zh = "".join(_ZH_DIGITS[int(d)] for d in str(year))
         out.append((en, zh))
     return out

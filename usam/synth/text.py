@@ -32,7 +32,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from usam.synth.numbers import en_number, en_ordinal
+from usam.synth.numbers import en_cardinal, en_number, en_ordinal, en_year
 from usam.synth.tools import MissingToolError
 
 POOL_VERSION = "1"
@@ -62,30 +62,6 @@ _ALLOWED_RE = re.compile(r"^[A-Za-z ,.;:!?'-]+$")
 _NUMBER_RE = re.compile(
     r"(?P<dollar>\$)?(?P<int>\d{1,3}(?:,\d{3})+|\d+)(?:\.(?P<frac>\d+))?"
     r"(?P<suffix>st|nd|rd|th|%| percent)?(?![\w])")
-
-
-def en_cardinal(n: int) -> str:
-    """0..999999 in words without hyphens: 2500 -> 'two thousand five hundred'."""
-    if not 0 <= n <= 999_999:
-        raise ValueError(f"en_cardinal supports 0..999999, got {n}")
-    thousands, rest = divmod(n, 1000)
-    if not thousands:
-        return en_number(rest)
-    words = f"{en_number(thousands)} thousand"
-    if rest:
-        words += (" and " if rest < 100 else " ") + en_number(rest)
-    return words
-
-
-def en_year(n: int) -> str:
-    """A four-digit year as spoken: 1984 -> 'nineteen eighty four', 1900 -> 'nineteen hundred',
-    2005 -> 'two thousand and five', 1805 -> 'eighteen oh five'."""
-    century, rest = divmod(n, 100)
-    if 2000 <= n <= 2009:
-        return "two thousand" + ("" if rest == 0 else " and " + en_number(rest))
-    if rest == 0:
-        return f"{en_number(century)} hundred"
-    return f"{en_number(century)} " + (f"oh {en_number(rest)}" if rest < 10 else en_number(rest))
 
 
 def _number_words(m: re.Match) -> str | None:
