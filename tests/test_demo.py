@@ -9,7 +9,8 @@ TASKS = {"asr", "s2tt", "aac", "mc", "cls", "qa"}
 
 def test_demo_quick_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    result = subprocess.run([sys.executable, "-m", "usam.cli", "demo", "--quick", "--out", str(out)],
+    result = subprocess.run([sys.executable, "-m", "usam.cli", "demo", "--quick", "--out", str(out),
+                             "--eval-points", "3"],
                             capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     summary = json.loads((out / "demo_summary.json").read_text())
@@ -30,4 +31,8 @@ def test_demo_quick_end_to_end(tmp_path):
     plots = [p for p in summary["plots"] if p.endswith(".png")]
     assert any("loss" in p for p in plots) and any("expert" in p for p in plots)
     assert (out / "stage2/final/usam_weights.safetensors").exists()
+    # --eval-points 3 over stage 2's 10 steps: every ceil(10/3) = 4 steps and on the last, each with ASR's WER
+    records = [json.loads(line) for line in (out / "stage2/metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in records if r["kind"] == "valid"]
+    assert [r["step"] for r in valid] == [4, 8, 10] and all("asr/wer" in r for r in valid)
     assert "usam chat" in result.stdout and "usam serve" in result.stdout

@@ -33,16 +33,19 @@ class DemoPlan:
     train_share: float = 0.7  # of the whole budget (the rest: corpus, cache, evaluation)
     eval_limit: int | None = None
     max_samples: int = 8
+    eval_points: int = 2  # validations per stage (the last one falls on the stage's final step)
     model_yaml: Path = DEMO_MODEL
     timings: dict = field(default_factory=dict)
 
     @classmethod
-    def make(cls, out, minutes, quick, hours=None, seed=0, jobs=None, model_yaml=None) -> "DemoPlan":
+    def make(cls, out, minutes, quick, hours=None, seed=0, jobs=None, model_yaml=None, eval_points=2) -> "DemoPlan":
+        if eval_points < 1:
+            raise ValueError(f"demo eval_points must be >= 1, got {eval_points}")
         if quick:
             return cls(Path(out), minutes=minutes or 3.0, hours=hours or 0.03, quick=True, seed=seed, jobs=jobs,
-                       eval_limit=4, model_yaml=Path(model_yaml or DEMO_MODEL))
+                       eval_limit=4, model_yaml=Path(model_yaml or DEMO_MODEL), eval_points=eval_points)
         return cls(Path(out), minutes=minutes, hours=hours or max(0.5, minutes / 20.0), quick=False, seed=seed,
-                   jobs=jobs, model_yaml=Path(model_yaml or DEMO_MODEL))
+                   jobs=jobs, model_yaml=Path(model_yaml or DEMO_MODEL), eval_points=eval_points)
 
 
 class Stopwatch:
@@ -173,8 +176,9 @@ def train_stage(plan: DemoPlan, data: Path, cache: Path | None, stage: int, step
         "data.cache_dir": str(cache) if cache else None,
         "data.max_samples": plan.max_samples,
         "schedule.max_steps": steps,
-        # halfway and at the end (the trainer validates after its last step; ceil avoids a second one next to it)
-        "logging.eval_every": max(-(-steps // 2), 1),
+        # evenly spaced, the last on the final step (the trainer validates after its last step; ceil avoids a
+        # second validation next to it)
+        "logging.eval_every": max(-(-steps // plan.eval_points), 1),
         "logging.save_every": max(-(-steps // 2), 1),
     }
     if init_from is not None:
