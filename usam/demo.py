@@ -75,7 +75,30 @@ def make_corpus(plan: DemoPlan) -> Path:
     data = plan.out / "data"
     meta = generate_corpus(data, cfg, hours=plan.hours, seed=plan.seed, jobs=plan.jobs)
     _say(f"corpus: {data} ({'reused' if meta.get('reused') else 'generated'})")
+    add_real_speech(data)
     return data
+
+
+def add_real_speech(data: Path) -> Path | None:
+    """data/test_real.jsonl: PocketSphinx's recordings of human speech, where scripts/setup.sh fetched them
+    (usam/prepare/pocketsphinx_test.py); None, with a note, where they are absent."""
+    import tempfile
+
+    from usam.prepare import prepare_dataset
+    from usam.prepare.pocketsphinx_test import NAME, default_dir
+
+    target = data / EVAL_SPLITS["real"]
+    if target.exists():
+        return target
+    root = default_dir()
+    if not (root / "test/data").is_dir():
+        _say(f"no real speech recordings in {root}: the test_real split is left out (scripts/setup.sh fetches "
+             "them; or run: python -c 'from usam.prepare.pocketsphinx_test import fetch; fetch()')")
+        return None
+    with tempfile.TemporaryDirectory(dir=data) as tmp:
+        prepare_dataset(NAME, root, tmp)
+        (Path(tmp) / NAME / "test.jsonl").replace(target)  # absolute audio paths (into the cache folder)
+    return target
 
 
 def model_sections(plan: DemoPlan) -> dict:
@@ -190,8 +213,12 @@ def train_stage(plan: DemoPlan, data: Path, cache: Path | None, stage: int, step
 
 
 # Test splits the demo evaluates, when the corpus has them: the in-domain test split, everyday sentences spoken
-# by held-out voices (test_general), and music played by held-out soundfont programs (test_timbre).
-EVAL_SPLITS = {"test": "test.jsonl", "general": "test_general.jsonl", "timbre": "test_timbre.jsonl"}
+# by held-out voices (test_general), music played by held-out soundfont programs (test_timbre), and real human
+# speech (test_real, PocketSphinx's recordings: add_real_speech).
+EVAL_SPLITS = {"test": "test.jsonl", "general": "test_general.jsonl", "timbre": "test_timbre.jsonl",
+               "real": "test_real.jsonl"}
+# Whisper tiny.en's own decoder runs on these (on "test" where neither exists)
+REFERENCE_SPLITS = ("general", "real")
 
 
 def eval_dir(plan: DemoPlan, split: str) -> Path:
@@ -219,23 +246,25 @@ def evaluate_test(plan: DemoPlan, model_dir: Path, data: Path) -> dict[str, dict
     return results
 
 
-def whisper_reference(plan: DemoPlan, data: Path) -> dict:
-    """Whisper tiny.en's own decoder on the generalisation split (else the test split's ASR lines)."""
+def whisper_reference(plan: DemoPlan, data: Path) -> dict[str, dict]:
+    """Whisper tiny.en's own decoder on the generalisation and real-speech splits (else the test split's ASR
+    lines): {split: result}."""
     from usam.evaluation.whisper_reference import whisper_reference as run_reference
 
-    manifest = data / EVAL_SPLITS["general"]
-    if not manifest.exists():
-        manifest = data / EVAL_SPLITS["test"]
-    if plan.eval_limit:
-        manifest = _per_task_subset(manifest, plan.eval_limit)
+    splits = [s for s in REFERENCE_SPLITS if (data / EVAL_SPLITS[s]).exists()] or ["test"]
     whisper_id = model_sections(plan)["whisper"]["name_or_path"]
-    _say(f"reference: {whisper_id}'s own decoder on {manifest.name}")
-    result = run_reference(whisper_id, manifest, plan.out / "whisper_reference")
-    result["split"] = "general" if "general" in manifest.name else "test"
-    return result
+    results = {}
+    for split in splits:
+        manifest = data / EVAL_SPLITS[split]
+        if plan.eval_limit:
+            manifest = _per_task_subset(manifest, plan.eval_limit)
+        _say(f"reference: {whisper_id}'s own decoder on {manifest.name}")
+        out = plan.out / ("whisper_reference" if split == "general" else f"whisper_reference_{split}")
+        results[split] = run_reference(whisper_id, manifest, out)
+    return results
 
 
-def headline(plan: DemoPlan, results: dict[str, dict], data: Path, reference: dict | None) -> dict:
+def headline(plan: DemoPlan, results: dict[str, dict], data: Path, references: dict[str, dict]) -> dict:
     """The issue's target figures per split: ASR WER, sound-event and instrument accuracy (cls by domain),
     tempo and instrument question accuracy (qa by question type), captioning CIDEr-D, QA exact match."""
     from usam.data import read_manifest
@@ -265,8 +294,8 @@ def headline(plan: DemoPlan, results: dict[str, dict], data: Path, reference: di
                 row[name] = compute_metrics("cls", [r["prediction"] for r in picked],
                                             [r["references"][0] for r in picked])["accuracy"]
         figures[split] = row
-    if reference:
-        figures.setdefault(reference["split"], {})["whisper_reference_wer"] = reference["asr"]["wer"]
+    for split, reference in references.items():
+        figures.setdefault(split, {})["whisper_reference_wer"] = reference["asr"]["wer"]
     return figures
 
 
@@ -341,14 +370,14 @@ def run(plan: DemoPlan) -> dict:
     results = evaluate_test(plan, stage2, data)
     clock.lap("evaluation", t)
     t = time.time()
-    reference = whisper_reference(plan, data)
+    references = whisper_reference(plan, data)
     clock.lap("whisper_reference", t)
     t = time.time()
     plots = make_plots(plan, stage2)
     answers = answer_examples(stage2, data)
     clock.lap("answers", t)
     main = results.get("test") or {}
-    summary = {"model": str(stage2), "figures": headline(plan, results, data, reference),
+    summary = {"model": str(stage2), "figures": headline(plan, results, data, references),
                "metrics": {split: r.get("metrics") for split, r in results.items() if r},
                "expert_usage": main.get("expert_usage"), "plots": plots, "answers": answers,
                "steps": {"stage1": steps1, "stage2": steps2}, "timings_s": plan.timings,

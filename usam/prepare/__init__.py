@@ -27,6 +27,7 @@ DATASETS = {
     "musiccaps": "usam.prepare.musiccaps",
     "esc50": "usam.prepare.esc50",
     "gtzan": "usam.prepare.gtzan",
+    "pocketsphinx_test": "usam.prepare.pocketsphinx_test",
 }
 
 log = logging.getLogger("usam.prepare")

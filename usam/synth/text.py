@@ -18,8 +18,8 @@ all-capital words, initialisms), or when it has fewer than 4 or more than 20 wor
 case-insensitively (on the lower-cased word sequence), and so is every sentence equal to one of the
 hand-written test sentences (`data/everyday_sentences.txt`, see `everyday_test_sentences`).
 
-The pool (sorted, so independent of file order) is cached as a gzip text file under $USAM_CACHE or
-~/.cache/usam, keyed by the source files' sizes and times and the hand-written file. `split_pool` assigns
+The pool (sorted, so independent of file order) is cached as a gzip text file in the cache root
+(usam.paths: $USAM_CACHE, else ~/.cache/usam), keyed by the source files' sizes and times and the hand-written file. `split_pool` assigns
 each sentence to train/valid/test by a hash of its normalised words, so a sentence is in one split only and
 the assignment does not depend on the seed or on the pool's other sentences.
 """
@@ -32,6 +32,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+from usam.paths import cache_root
 from usam.synth.numbers import en_cardinal, en_number, en_ordinal, en_year
 from usam.synth.tools import MissingToolError
 
@@ -216,7 +217,7 @@ def build_pool(exclude: set[str] | None = None) -> list[str]:
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("USAM_CACHE") or Path.home() / ".cache" / "usam")
+    return cache_root()
 
 
 def _fingerprint() -> str:
