@@ -159,7 +159,8 @@ def test_rerun_reuses_a_complete_folder_and_redoes_a_changed_one(corpus, tmp_pat
     cfg["counts"] = {"train": {"sound": 2}, "valid": {"sound": 1}, "test": {"sound": 1}}
     meta = generate_corpus(copy, cfg, seed=1, jobs=1, progress=False)
     assert meta["reused"] is False and meta["seed"] == 1
-    assert len(list(copy.rglob("*.wav"))) == 4  # the earlier run's clips were removed
+    # the earlier run's clips were removed (what is left: these 4 and test_timbre's held-out sound timbres)
+    assert len(list(copy.rglob("*.wav"))) == 4 + cfg["sound"]["test_timbre_sounds"]
 
 
 def test_cli_stops_with_the_apt_line_when_a_tool_is_missing(tmp_path, monkeypatch, capsys):

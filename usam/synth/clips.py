@@ -9,7 +9,8 @@ the rest a grammar sentence; only grammar sentences have a Chinese translation, 
 Which clips are everyday is stratified by clip index (exact shares even for a few clips, and clip 0 of each
 split is always a grammar sentence, so every split with speech has s2tt lines). `EXTRA_MAKERS` render the
 two generalisation splits: `test_general` (the hand-written sentences, held-out voices only, asr) and
-`test_timbre` (music with the held-out General MIDI programs).
+`test_timbre` (music with the held-out General MIDI programs, and sound events made with their class's
+held-out synthesis setting, `sounds.HELD_OUT_TIMBRES`).
 """
 from __future__ import annotations
 
@@ -105,11 +106,12 @@ def general_clip(split, rng, nrng, ctx: Context, workdir: Path, index: int):
     return speech_clip(split, rng, nrng, ctx, workdir, sentence=sentence, voice=voice)
 
 
-def sound_clip(split, rng, nrng, ctx: Context, workdir: Path):
+def sound_clip(split, rng, nrng, ctx: Context, workdir: Path, *, held_out_label: str | None = None):
     cfg = ctx.cfg["sound"]
-    event = sounds.sample_event(rng, cfg)
+    event = sounds.sample_event(rng, cfg, held_out_label=held_out_label)
     audio = sounds.render_event(event, nrng, cfg)
-    info = {"label": event.label, "attributes": {k: v for k, v in asdict(event).items() if v not in (None, [])}}
+    info = {"label": event.label, "attributes": {k: v for k, v in asdict(event).items() if v not in (None, [])},
+            "timbre_seen": event.timbre is None}
     lines = [{"suffix": "aac", "task": "aac", "text": event.caption()},
              {"suffix": "cls", "task": "cls", "text": event.label}]
     if event.count is not None and cfg.get("qa_count", True):
@@ -168,13 +170,21 @@ def mix_clip(split, rng, nrng, ctx: Context, workdir: Path, *, index: int = 0):
     return audio, lines, info
 
 
-def timbre_clip(split, rng, nrng, ctx: Context, workdir: Path, index: int):
+def music_timbre_clip(split, rng, nrng, ctx: Context, workdir: Path, index: int):
     """test_timbre: a music clip with held-out program number `index` (cycling through them)."""
     held = sorted(ctx.cfg["music"].get("held_out_programs") or ())
     return music_clip(split, rng, nrng, ctx, workdir, program=held[index % len(held)])
 
 
+def sound_timbre_clip(split, rng, nrng, ctx: Context, workdir: Path, index: int):
+    """test_timbre: a sound event of held-out class number `index` (cycling through `sound.held_out_timbres`,
+    so the classes get equal shares) made with that class's held-out synthesis setting."""
+    classes = sounds.held_out_classes(ctx.cfg["sound"])
+    return sound_clip(split, rng, nrng, ctx, workdir, held_out_label=classes[index % len(classes)])
+
+
 MAKERS = {"speech": speech_clip, "sound": sound_clip, "music": music_clip, "mix": mix_clip}
 SPOKEN_DOMAINS = ("speech", "mix")  # their makers take the clip index (index=) for the text mix
-# split -> (domain, maker taking the clip index too)
-EXTRA_MAKERS = {"test_general": ("speech", general_clip), "test_timbre": ("music", timbre_clip)}
+# split -> domain -> maker taking the clip index too
+EXTRA_MAKERS = {"test_general": {"speech": general_clip},
+                "test_timbre": {"sound": sound_timbre_clip, "music": music_timbre_clip}}

@@ -84,17 +84,22 @@ def validate(cfg: dict, source="config") -> None:
         raise SynthConfigError(f"{source}: field 'speech.everyday_fraction' must be a number in [0, 1], "
                                f"got {fraction!r}")
     for field, section, name in (("speech.test_general_sentences", "speech", "test_general_sentences"),
-                                 ("music.test_timbre_clips", "music", "test_timbre_clips")):
-        n = cfg[section].get(name, 0)
+                                 ("music.test_timbre_clips", "music", "test_timbre_clips"),
+                                 ("sound.test_timbre_sounds", "sound", "test_timbre_sounds")):
+        n = (cfg.get(section) or {}).get(name, 0)
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise SynthConfigError(f"{source}: field '{field}' must be an int >= 0, got {n!r}")
     held = cfg["music"].get("held_out_programs") or []
     if not isinstance(held, list) or not all(isinstance(p, int) for p in held):
         raise SynthConfigError(f"{source}: field 'music.held_out_programs' must be a list of GM program numbers")
     from usam.synth.music import check_held_out
+    from usam.synth.sounds import SOUND_CLASSES, check_held_out_timbres
 
+    sound = cfg.get("sound") or {}
+    held_timbres = sound.get("held_out_timbres")
     try:
         check_held_out(held)
+        check_held_out_timbres([] if held_timbres is None else held_timbres, sound.get("classes", SOUND_CLASSES))
     except ValueError as err:
         raise SynthConfigError(f"{source}: {err}") from err
     counts = cfg.get("counts")

@@ -7,7 +7,9 @@ Layout of the output folder:
   test_general.jsonl (+ .asr.jsonl)   the hand-written everyday sentences (usam/synth/data/everyday_sentences.txt)
                                       spoken only by held-out voices: ASR generalisation beyond the generator
   test_timbre.jsonl (+ per task)      music clips (mc, cls, qa) played by the held-out General MIDI programs
-                                      (`music.held_out_programs`): unseen timbres of seen instrument labels
+                                      (`music.held_out_programs`) and sound clips (aac, cls, qa count) made
+                                      with their class's held-out synthesis setting (`sound.held_out_timbres`,
+                                      sounds.HELD_OUT_TIMBRES): unseen timbres of seen labels, timbre_seen false
   metadata.json                       label sets, voices per split, sizes, seed, config, version
   .usam_synth_done.json               written last; a re-run with the same config hash reuses the folder
 Each clip has its own seed (derived from the corpus seed, split, domain and index), so the output does not
@@ -34,7 +36,7 @@ from usam.synth.questions import QTYPES
 from usam.synth.tools import FESTIVAL_VOICES, check_tools
 from usam.tasks import TASKS
 
-GENERATOR_VERSION = "1.1"
+GENERATOR_VERSION = "1.2"  # part of the reuse hash: bump when the same config makes other files (1.2: sound timbres)
 EXTRA_SPLITS = tuple(EXTRA_MAKERS)  # test_general, test_timbre
 DONE_MARKER = ".usam_synth_done.json"
 SAMPLE_RATE = 16000
@@ -60,15 +62,19 @@ def _voices(cfg: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 def extra_counts(cfg: dict, counts: dict) -> dict[str, dict[str, int]]:
     """Clips of the generalisation splits, fixed by the config (not scaled by hours): test_general (speech,
-    when the corpus has spoken clips) and test_timbre (music, when the corpus has music clips)."""
+    when the corpus has spoken clips) and test_timbre (music and sound, each when the corpus has clips of
+    that domain, so it never scores a domain train lacks)."""
     out = {split: {d: 0 for d in DOMAINS} for split in EXTRA_SPLITS}
     spoken = any(counts[s].get("speech", 0) or counts[s].get("mix", 0) for s in SPLITS)
     has_music = any(counts[s].get("music", 0) for s in SPLITS)
+    has_sound = any(counts[s].get("sound", 0) for s in SPLITS)
     if cfg["speech"].get("held_out_voices") and spoken:
         n = int(cfg["speech"].get("test_general_sentences", 0))
         out["test_general"]["speech"] = min(n, len(text.everyday_test_sentences())) if n > 0 else 0
     if cfg["music"].get("held_out_programs") and has_music:
         out["test_timbre"]["music"] = int(cfg["music"].get("test_timbre_clips", 0))
+    if sounds.held_out_classes(cfg.get("sound") or {}) and has_sound:
+        out["test_timbre"]["sound"] = int(cfg["sound"].get("test_timbre_sounds", 0))
     return out
 
 
@@ -119,7 +125,7 @@ def _render_clip(job: tuple[str, str, int, int]) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="usam-synth-") as tmp:
         try:
             if split in EXTRA_MAKERS:
-                audio, lines, info = EXTRA_MAKERS[split][1](split, rng, nrng, _CTX, Path(tmp), index)
+                audio, lines, info = EXTRA_MAKERS[split][domain](split, rng, nrng, _CTX, Path(tmp), index)
             else:
                 extra = {"index": index} if domain in SPOKEN_DOMAINS else {}
                 audio, lines, info = MAKERS[domain](split, rng, nrng, _CTX, Path(tmp), **extra)
@@ -200,6 +206,8 @@ def _metadata(cfg, seed, hours, counts, all_counts, manifests, ctx, tools, pool_
         "labels": {"sound_classes": list(sounds.SOUND_CLASSES), "instruments": list(music.INSTRUMENTS),
                    "instrument_programs": {k: list(v) for k, v in music.PROGRAMS.items()},
                    "held_out_programs": sorted(cfg["music"].get("held_out_programs") or ()),
+                   "held_out_sound_timbres": {c: sounds.HELD_OUT_TIMBRES[c]
+                                              for c in sounds.held_out_classes(cfg.get("sound") or {})},
                    "tempo_classes": list(music.TEMPO_CLASSES),
                    "tempo_bpm": {k: list(v) for k, v in music.TEMPO_CLASSES.items()}, "modes": list(music.MODES),
                    "keys": list(music.KEYS), "qa_types": list(QTYPES),
