@@ -39,4 +39,20 @@ def test_demo_quick_end_to_end(tmp_path):
     records = [json.loads(line) for line in (out / "stage2/metrics.jsonl").read_text().splitlines()]
     valid = [r for r in records if r["kind"] == "valid"]
     assert [r["step"] for r in valid] == [4, 8, 10] and all("asr/wer" in r for r in valid)
+    # the same validations on one clock over both stages: stage 1's (6 steps: 2, 4, 6), then stage 2's
+    curve = summary["curve"]
+    assert [(r["run"], r["step"]) for r in curve] == [(0, 2), (0, 4), (0, 6), (1, 4), (1, 8), (1, 10)]
+    assert all(b["minutes"] > a["minutes"] for a, b in zip(curve, curve[1:]))
+    assert any(p.endswith("quality_curve.png") for p in plots)
+    # stage 2 froze the encoders stage 1 trained: all three come from a second cache, and the final model
+    # carries stage 1's BEATs and MERT weights unchanged
+    meta = json.loads((out / "cache_stage2/meta.json").read_text())
+    assert set(meta["encoders"]) == {"whisper", "beats", "mert"} and "cache_stage2" in summary["timings_s"]
+    from safetensors.torch import load_file
+
+    first = load_file(str(out / "stage1/final/usam_weights.safetensors"))
+    final = load_file(str(out / "stage2/final/usam_weights.safetensors"))
+    encoder_keys = [k for k in first if k.startswith(("encoders.beats.", "encoders.mert."))]
+    assert encoder_keys and all(k in final and final[k].equal(first[k]) for k in encoder_keys)
+    assert any(not final[k].equal(first[k]) for k in first if k.startswith("projector."))  # stage 2 trained on
     assert "usam chat" in result.stdout and "usam serve" in result.stdout

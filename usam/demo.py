@@ -29,11 +29,12 @@ class DemoPlan:
     quick: bool
     seed: int = 0
     jobs: int | None = None
-    stage1_share: float = 0.25  # of the training time
+    stage1_share: float = 0.25  # of the training time (stage 2 gets what is left after stage 1 and its cache)
     train_share: float = 0.7  # of the whole budget (the rest: corpus, cache, evaluation)
     eval_limit: int | None = None
     max_samples: int = 8
     eval_points: int = 2  # validations per stage (the last one falls on the stage's final step)
+    freeze_encoders_in_stage2: bool = True  # see model_sections
     model_yaml: Path = DEMO_MODEL
     timings: dict = field(default_factory=dict)
 
@@ -72,6 +73,7 @@ def make_corpus(plan: DemoPlan) -> Path:
     if plan.quick:  # plumbing only: a few clips of the extra test splits
         cfg["speech"]["test_general_sentences"] = min(cfg["speech"].get("test_general_sentences", 0), 6)
         cfg["music"]["test_timbre_clips"] = min(cfg["music"].get("test_timbre_clips", 0), 3)
+        cfg["sound"]["test_timbre_sounds"] = min(cfg["sound"].get("test_timbre_sounds", 0), 3)
     data = plan.out / "data"
     meta = generate_corpus(data, cfg, hours=plan.hours, seed=plan.seed, jobs=plan.jobs)
     _say(f"corpus: {data} ({'reused' if meta.get('reused') else 'generated'})")
@@ -101,8 +103,19 @@ def add_real_speech(data: Path) -> Path | None:
     return target
 
 
-def model_sections(plan: DemoPlan) -> dict:
-    return yaml.safe_load(plan.model_yaml.read_text())
+def model_sections(plan: DemoPlan, stage: int = 1) -> dict:
+    """The demo model's config sections. Stage 2 freezes the encoders that stage 1 trained from scratch (BEATs
+    and MERT): their features are then cached like Whisper's, and a stage-2 step runs no encoder at all."""
+    sections = yaml.safe_load(plan.model_yaml.read_text())
+    if stage == 2 and plan.freeze_encoders_in_stage2:
+        for name in ("whisper", "beats", "mert"):
+            section = sections.get(name) or {}
+            if section.get("enabled", True) and section.get("train", "frozen") != "frozen":
+                if name == "mert" and section.get("layer_mix", True):
+                    raise ValueError(f"{plan.model_yaml}: mert.layer_mix is always trained, so MERT cannot be "
+                                     "frozen for stage 2; set layer_mix: false or freeze_encoders_in_stage2=False")
+                section["train"] = "frozen"
+    return sections
 
 
 class _DemoModel:
@@ -126,16 +139,16 @@ class _DemoModel:
         self._model = None
 
 
-def build_cache(plan: DemoPlan, data: Path, demo_model: _DemoModel) -> Path:
-    """Frozen-encoder features for every split, computed once (train, valid and test share one cache)."""
+def build_cache(plan: DemoPlan, data: Path, model, name: str = "cache") -> Path:
+    """Frozen-encoder features of `model` for every split, computed once (train, valid and test share one
+    cache): plan.out/<name>."""
     from usam.data import read_manifest
     from usam.training.cache import build_cache as run_cache
 
-    cache = plan.out / "cache"
+    cache = plan.out / name
     if (cache / "meta.json").exists():
         _say(f"feature cache: {cache} (reused)")
         return cache
-    model = demo_model.get()
     entries = []
     seen = set()
     for split in ("train", "valid", "test"):
@@ -148,8 +161,24 @@ def build_cache(plan: DemoPlan, data: Path, demo_model: _DemoModel) -> Path:
     return cache
 
 
-def time_one_step(plan: DemoPlan, data: Path, demo_model: _DemoModel) -> float:
-    """Seconds per optimiser step of stage 2 on a typical batch (forward + backward): the median of three."""
+def build_stage2_cache(plan: DemoPlan, data: Path, stage1: Path) -> Path:
+    """After stage 1: the features of every encoder frozen for stage 2 (stage 1's trained BEATs and MERT,
+    and Whisper), from stage 1's weights. The cache's fingerprints tie it to exactly these weights."""
+    import torch
+
+    from usam.config import USAMConfig
+    from usam.modeling import USAMModel
+
+    torch.manual_seed(plan.seed)
+    model = USAMModel(USAMConfig(**model_sections(plan, stage=2)))
+    model.load_trained_weights(stage1)
+    return build_cache(plan, data, model, name="cache_stage2")
+
+
+def time_steps(plan: DemoPlan, data: Path, demo_model: _DemoModel) -> dict[int, float]:
+    """Seconds per optimiser step of each stage on a typical batch (forward + backward + update, the median of
+    three): {1: stage 1 (LLM frozen, BEATs and MERT run live and learn), 2: stage 2 (LoRA; every encoder's
+    features come from the cache when stage 2 freezes them)}. Whisper's features are cached in both."""
     import torch
 
     from usam.data import AudioDataset, read_manifest
@@ -157,27 +186,38 @@ def time_one_step(plan: DemoPlan, data: Path, demo_model: _DemoModel) -> float:
     from usam.tasks import instruction_for
 
     model = demo_model.get()  # (its weights change here; training builds its own model)
-    model.set_stage(2)
-    model.train()
     processor = USAMProcessor.from_model(model)
     entries = read_manifest(data / "train.jsonl", strict=True)[: plan.max_samples]
     dataset = AudioDataset(entries, strict=True)
     samples = [dataset[i] for i in range(len(entries))]
     instructions = [s.instruction or instruction_for(s.task, train=False, lang=s.lang) for s in samples]
     batch = processor([s.audio for s in samples], instructions, [s.references[0] for s in samples])
-    params = [p for _, p in model.trainable_parameters()]
-    opt = torch.optim.AdamW(params, lr=1e-5)
-    autocast = yaml.safe_load((REPO_ROOT / "configs/train/demo_stage2.yaml").read_text()).get("autocast")
-    times = []
-    for _ in range(3):
-        start = time.time()
-        opt.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast == "bf16"):
-            loss = model(**batch).loss
-        loss.backward()
-        opt.step()
-        times.append(time.time() - start)
-    return sorted(times)[1]
+    with torch.no_grad():
+        cached = model.encode_audio(batch["audio"], batch["audio_lengths"])
+    frozen_in_2 = {name for name, section in model_sections(plan, stage=2).items()
+                   if name in model.encoders and section.get("train", "frozen") == "frozen"}
+    timings = {}
+    for stage, cached_names in ((1, {"whisper"}), (2, frozen_in_2 | {"whisper"})):
+        model.set_stage(stage)
+        model.train()
+        live = [name for name in model.encoders if name not in cached_names]
+        params = [p for _, p in model.trainable_parameters()]
+        opt = torch.optim.AdamW(params, lr=1e-5)
+        autocast = yaml.safe_load((REPO_ROOT / f"configs/train/demo_stage{stage}.yaml").read_text()).get("autocast")
+        times = []
+        for _ in range(3):
+            start = time.time()
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast == "bf16"):
+                outputs = dict(cached)
+                for name in live:
+                    outputs[name] = model.encoders[name](batch["audio"], batch["audio_lengths"])
+                loss = model(**batch, encoder_outputs=outputs).loss
+            loss.backward()
+            opt.step()
+            times.append(time.time() - start)
+        timings[stage] = sorted(times)[1]
+    return timings
 
 
 def train_stage(plan: DemoPlan, data: Path, cache: Path | None, stage: int, steps: int, init_from: Path | None) -> Path:
@@ -191,7 +231,7 @@ def train_stage(plan: DemoPlan, data: Path, cache: Path | None, stage: int, step
         return final
     cfg_path = REPO_ROOT / "configs/train" / f"demo_stage{stage}.yaml"
     overrides = {
-        "model": model_sections(plan),
+        "model": model_sections(plan, stage),
         "output_dir": str(out),
         "seed": plan.seed,
         "data.train": [{"manifest": str(data / "train.jsonl"), "weight": 1.0}],
@@ -339,6 +379,8 @@ def answer_examples(model_dir: Path, data: Path) -> list[dict]:
 
 
 def run(plan: DemoPlan) -> dict:
+    from usam.training.plots import score_curve
+
     plan.out.mkdir(parents=True, exist_ok=True)
     clock = Stopwatch(plan)
     t = time.time()
@@ -346,23 +388,31 @@ def run(plan: DemoPlan) -> dict:
     clock.lap("corpus", t)
     t = time.time()
     demo_model = _DemoModel(plan)
-    cache = build_cache(plan, data, demo_model)
+    cache = build_cache(plan, data, demo_model.get())
     clock.lap("cache", t)
     t = time.time()
+
+    def training_s_left() -> float:  # what the budget leaves for training (the rest is for the evaluation)
+        return max(clock.left_s() - plan.minutes * 60 * (1 - plan.train_share), 60.0)
+
+    step_s = {1: None, 2: None}
     if plan.quick:
-        steps1, steps2 = 6, 10
+        steps1 = 6
     else:
-        step_s = time_one_step(plan, data, demo_model)
-        train_s = max(clock.left_s() - plan.minutes * 60 * (1 - plan.train_share), 60.0)
-        total = int(train_s / step_s)
-        steps1 = max(int(total * plan.stage1_share), 10)  # (stage 1 costs about as much: it backpropagates through the LLM)
-        steps2 = max(total - int(total * plan.stage1_share), 10)
-        _say(f"timing: {step_s:.2f} s per step -> stage 1 {steps1} steps, stage 2 {steps2} steps")
+        step_s = time_steps(plan, data, demo_model)
+        steps1 = max(int(training_s_left() * plan.stage1_share / step_s[1]), 10)
+        _say(f"timing: {step_s[1]:.2f} s per stage-1 step, {step_s[2]:.2f} s per stage-2 step -> stage 1 "
+             f"{steps1} steps")
     demo_model.release()
     clock.lap("timing", t)
     t = time.time()
     stage1 = train_stage(plan, data, cache, 1, steps1, None)
     clock.lap("stage1", t)
+    if plan.freeze_encoders_in_stage2:
+        t = time.time()
+        cache = build_stage2_cache(plan, data, stage1)
+        clock.lap("cache_stage2", t)
+    steps2 = 10 if plan.quick else max(int(training_s_left() / step_s[2]), 10)
     t = time.time()
     stage2 = train_stage(plan, data, cache, 2, steps2, stage1)
     clock.lap("stage2", t)
@@ -373,14 +423,16 @@ def run(plan: DemoPlan) -> dict:
     references = whisper_reference(plan, data)
     clock.lap("whisper_reference", t)
     t = time.time()
-    plots = make_plots(plan, stage2)
+    curve = score_curve([plan.out / "stage1", plan.out / "stage2"])
+    plots = make_plots(plan, stage2, curve)
     answers = answer_examples(stage2, data)
     clock.lap("answers", t)
     main = results.get("test") or {}
     summary = {"model": str(stage2), "figures": headline(plan, results, data, references),
                "metrics": {split: r.get("metrics") for split, r in results.items() if r},
                "expert_usage": main.get("expert_usage"), "plots": plots, "answers": answers,
-               "steps": {"stage1": steps1, "stage2": steps2}, "timings_s": plan.timings,
+               "steps": {"stage1": steps1, "stage2": steps2}, "step_s": step_s, "curve": curve,
+               "timings_s": plan.timings,
                "wall_s": round(time.time() - clock.start, 1), "peak_rss_mb": peak_rss_mb()}
     (plan.out / "demo_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     print_summary(plan, summary)
@@ -396,16 +448,18 @@ def peak_rss_mb() -> float:
     return round(max(own, children) / 1024, 1)  # Linux reports KiB
 
 
-def make_plots(plan: DemoPlan, model_dir: Path) -> list[str]:
+def make_plots(plan: DemoPlan, model_dir: Path, curve: list[dict]) -> list[str]:
     from usam.evaluation.report import write_report
-    from usam.training.plots import plot_run
+    from usam.training.plots import plot_run, plot_score_curve
 
     paths = []
     for stage in (1, 2):
         paths += [str(p) for p in plot_run(plan.out / f"stage{stage}")]
     write_report([plan.out / "eval"], plan.out / "report")
     paths += [str(p) for p in (plan.out / "report").glob("*.png")]
-    return paths
+    # quality against minutes over both stages (--eval-points sets the resolution)
+    curve_png = plot_score_curve(curve, plan.out / "report" / "quality_curve.png", ["stage 1", "stage 2"])
+    return paths + ([str(curve_png)] if curve_png and str(curve_png) not in paths else [])
 
 
 def print_summary(plan: DemoPlan, summary: dict) -> None:
@@ -423,6 +477,15 @@ def print_summary(plan: DemoPlan, summary: dict) -> None:
         for name in names:
             cells = [figures[s].get(name) for s in splits]
             print("  " + f"{name:<26}" + "".join(f"{c:>12.2f}" if isinstance(c, float) else f"{'-':>12}" for c in cells))
+    curve = summary.get("curve") or []
+    if curve:
+        _say("validation during training (a few generated answers per task; --eval-points sets how often)")
+        keys = [k for k in ("asr/wer", "cls/accuracy", "qa/exact_match", "aac/cider_d", "mc/cider_d", "s2tt/bleu")
+                if any(k in r for r in curve)]
+        print("  " + f"{'stage':>5} {'step':>6} {'minutes':>8}" + "".join(f"{k:>16}" for k in keys))
+        for r in curve:
+            print("  " + f"{r['run'] + 1:>5} {r['step']:>6} {r['minutes']:>8.1f}"
+                  + "".join(f"{r[k]:>16.2f}" if k in r else f"{'-':>16}" for k in keys))
     if summary.get("expert_usage"):
         _say("expert usage per task (mean routing weight per expert)")
         for task, weights in summary["expert_usage"].items():

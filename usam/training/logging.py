@@ -1,6 +1,8 @@
 """Run logs (rank 0 only): a JSON Lines file, TensorBoard, and a tqdm progress bar with ETA.
 
-`metrics.jsonl` holds one object per line: {"kind": "train"|"valid"|"samples"|"summary", "step": ..., ...}.
+`metrics.jsonl` holds one object per line: {"kind": "train"|"valid"|"samples"|"summary", "step": ...,
+"elapsed_s": ..., ...}. elapsed_s is wall time since the run started, validation included, carried over a resume
+(from the last record kept), so quality can be plotted against minutes as well as steps.
 Train records: loss, ce, sacl, balance, lr, audio_s_per_s, tokens_per_s, peak_mem_mb, skipped (by reason),
 experts ({task: mean routing weight per expert}) and expert_tokens ({task: audio tokens counted}).
 `usam plot RUN_DIR` reads this file.
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import json
 import resource
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -67,6 +70,7 @@ class RunLogger:
     def __init__(self, output_dir: str | Path, enabled: bool, tensorboard: bool = True):
         self.enabled = enabled
         self.path = Path(output_dir) / METRICS
+        self.start, self.offset_s = time.time(), 0.0
         self.writer = None
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +87,9 @@ class RunLogger:
         self.file.close()
         kept = [line for line in self.path.read_text().splitlines()
                 if line.strip() and json.loads(line).get("step", 0) <= step]
+        # the killed run's time up to the checkpoint counts; the time it spent after it is redone
+        self.offset_s = max((json.loads(line).get("elapsed_s", 0.0) for line in kept), default=0.0)
+        self.start = time.time()
         from usam.training.checkpoint import atomic_write_text
 
         atomic_write_text(self.path, "".join(line + "\n" for line in kept))
@@ -91,7 +98,9 @@ class RunLogger:
     def log(self, kind: str, step: int, record: dict) -> None:
         if not self.enabled:
             return
-        self.file.write(json.dumps({"kind": kind, "step": step, **record}, ensure_ascii=False) + "\n")
+        elapsed = round(self.offset_s + time.time() - self.start, 2)
+        self.file.write(json.dumps({"kind": kind, "step": step, "elapsed_s": elapsed, **record}, ensure_ascii=False)
+                        + "\n")
         self.file.flush()
         if self.writer is not None:
             for key, value in _flatten(record):

@@ -98,3 +98,46 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
         plt.close(fig)
         written.append(path)
     return written
+
+
+def score_curve(run_dirs: list[str | Path]) -> list[dict]:
+    """Validation scores of consecutive runs (stage 1, then stage 2, ...) on one time axis: one row per
+    validation, {"run", "step", "minutes" (wall time since the first run started), score: value, ...}.
+    Each run's clock starts where the previous run's last record ended."""
+    rows, offset_s = [], 0.0
+    for index, run_dir in enumerate(run_dirs):
+        records = read_metrics(run_dir)
+        for r in records:
+            if r.get("kind") == "valid":
+                scores = {k: v for k, v in r.items() if "/" in k and not k.startswith("ce/")}
+                rows.append({"run": index, "step": r["step"],
+                             "minutes": round((offset_s + r.get("elapsed_s", 0.0)) / 60, 2), **scores})
+        offset_s += max((r.get("elapsed_s", 0.0) for r in records), default=0.0)
+    return rows
+
+
+def plot_score_curve(rows: list[dict], path: str | Path, run_names: list[str] | None = None) -> Path | None:
+    """One panel per score (score_curve's rows) against minutes, a marker style per run. None without scores."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scores = sorted({k for r in rows for k in r if "/" in k})
+    if not scores:
+        return None
+    runs = sorted({r["run"] for r in rows})
+    fig, axes = plt.subplots(1, len(scores), figsize=(4 * len(scores), 3.5), squeeze=False)
+    for ax, key in zip(axes[0], scores):
+        for run in runs:
+            pts = [(r["minutes"], r[key]) for r in rows if r["run"] == run and key in r]
+            if pts:
+                ax.plot(*zip(*pts), "o-", label=run_names[run] if run_names else f"run {run}")
+        ax.set_xlabel("minutes of training")
+        ax.set_title(f"valid {key}")
+        ax.legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
