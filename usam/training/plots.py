@@ -127,8 +127,12 @@ def plot_score_curve(rows: list[dict], path: str | Path, run_names: list[str] | 
     if not scores:
         return None
     runs = sorted({r["run"] for r in rows})
-    fig, axes = plt.subplots(1, len(scores), figsize=(4 * len(scores), 3.5), squeeze=False)
-    for ax, key in zip(axes[0], scores):
+    cols = min(3, len(scores))
+    lines = -(-len(scores) // cols)
+    fig, axes = plt.subplots(lines, cols, figsize=(4.5 * cols, 3.5 * lines), squeeze=False)
+    for ax in axes.flat[len(scores):]:
+        ax.set_visible(False)
+    for ax, key in zip(axes.flat, scores):
         for run in runs:
             pts = [(r["minutes"], r[key]) for r in rows if r["run"] == run and key in r]
             if pts:
