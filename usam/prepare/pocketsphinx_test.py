@@ -74,7 +74,10 @@ def fetch(dest: Path | None = None, url: str = SDIST_URL, sha256: str = SDIST_SH
                 if member.isfile() and WANTED.match(inner):
                     member.name = inner
                     members.append(member)
-            tar.extractall(staging, members=members, filter="data")
+            # only regular files whose names WANTED matches (no links, no '..'); the "data" filter checks again
+            # where Python has it (3.11.4+, 3.12)
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(staging, members=members, **safe)
         os.replace(staging, dest)  # atomic: a half-unpacked folder is never taken for a finished one
     return dest
 
