@@ -104,3 +104,20 @@ def test_samples_of_one_clip_are_encoded_once(tmp_path):
     assert torch.equal(a, b)
     (c,) = reader.features("whisper", [second.key], [meta["keys"][second.key][1]])
     assert not (c.shape == a.shape and torch.equal(c, a))
+
+
+def test_stale_encoders_names_the_encoders_whose_weights_changed(tmp_path):
+    from usam.commands.cache import load_model_for_cache
+    from usam.training.cache import stale_encoders
+
+    manifest = write_corpus(tmp_path / "data", 4)
+    cache = tmp_path / "cache"
+    _cache(tmp_path, manifest, cache, seed=0)
+    same = load_model_for_cache("configs/model/tiny.yaml", 0, 1)
+    assert stale_encoders(cache, same) == []
+    other = load_model_for_cache("configs/model/tiny.yaml", 1, 1)  # other random BEATs and Whisper weights
+    assert sorted(stale_encoders(cache, other)) == ["beats", "whisper"]
+    meta = json.loads((cache / "meta.json").read_text())
+    meta["version"] = -1
+    (cache / "meta.json").write_text(json.dumps(meta))
+    assert sorted(stale_encoders(cache, same)) == ["beats", "whisper"]  # an older format: all of them

@@ -144,11 +144,16 @@ def build_cache(plan: DemoPlan, data: Path, model, name: str = "cache") -> Path:
     cache): plan.out/<name>."""
     from usam.data import read_manifest
     from usam.training.cache import build_cache as run_cache
+    from usam.training.cache import stale_encoders
 
     cache = plan.out / name
     if (cache / "meta.json").exists():
-        _say(f"feature cache: {cache} (reused)")
-        return cache
+        stale = stale_encoders(cache, model)
+        if not stale:
+            _say(f"feature cache: {cache} (reused)")
+            return cache
+        # e.g. stage 1 was retrained: its BEATs and MERT no longer match the stage-2 cache
+        _say(f"feature cache: {cache} has stale {', '.join(stale)} features (other weights); rebuilding it")
     entries = []
     seen = set()
     for split in ("train", "valid", "test"):

@@ -139,6 +139,17 @@ def build_cache(model, entries, out_dir: str | Path, max_audio_seconds: float = 
     return meta
 
 
+def stale_encoders(cache_dir: str | Path, model) -> list[str]:
+    """The encoders that `model` would read from the cache at `cache_dir` but whose fingerprint differs (or
+    every frozen encoder, when the cache's format is another version). [] means the cache can be reused."""
+    meta = json.loads((Path(cache_dir) / META).read_text())
+    frozen = cacheable_encoders(model)
+    if meta.get("version") != CACHE_VERSION:
+        return frozen
+    return [name for name in frozen if name in meta["encoders"]
+            and meta["encoders"][name]["fingerprint"] != model.encoder_fingerprint(name)]
+
+
 class FeatureCacheReader:
     """Reads a cache for one model; `encoders` are those served from the cache (the others run live)."""
 
