@@ -139,15 +139,24 @@ def build_cache(model, entries, out_dir: str | Path, max_audio_seconds: float = 
     return meta
 
 
+def _mismatches(meta: dict, model) -> list[tuple[str, str, str]]:
+    """(name, cached fingerprint, model's fingerprint) of each frozen encoder the cache holds with other weights."""
+    out = []
+    for name in cacheable_encoders(model):
+        if name in meta["encoders"]:
+            now = model.encoder_fingerprint(name)
+            if meta["encoders"][name]["fingerprint"] != now:
+                out.append((name, meta["encoders"][name]["fingerprint"], now))
+    return out
+
+
 def stale_encoders(cache_dir: str | Path, model) -> list[str]:
     """The encoders that `model` would read from the cache at `cache_dir` but whose fingerprint differs (or
     every frozen encoder, when the cache's format is another version). [] means the cache can be reused."""
     meta = json.loads((Path(cache_dir) / META).read_text())
-    frozen = cacheable_encoders(model)
     if meta.get("version") != CACHE_VERSION:
-        return frozen
-    return [name for name in frozen if name in meta["encoders"]
-            and meta["encoders"][name]["fingerprint"] != model.encoder_fingerprint(name)]
+        return cacheable_encoders(model)
+    return [name for name, _, _ in _mismatches(meta, model)]
 
 
 class FeatureCacheReader:
@@ -162,19 +171,15 @@ class FeatureCacheReader:
         if meta.get("version") != CACHE_VERSION:
             raise StaleCacheError(f"{self.dir}: cache format {meta.get('version')} != {CACHE_VERSION}; rebuild it")
         self.meta = meta
-        frozen = set(cacheable_encoders(model))
-        self.encoders = []
-        for name in model.encoders:
-            if name not in meta["encoders"] or name not in frozen:
-                continue  # not cached, or trained in this run: runs live
-            saved = meta["encoders"][name]
-            now = model.encoder_fingerprint(name)
-            if saved["fingerprint"] != now:
-                raise StaleCacheError(
-                    f"{self.dir}: the cached {name} features are stale: cache fingerprint {saved['fingerprint']}, "
-                    f"this model's {name} encoder has {now} (its settings or weights changed). Rebuild the cache "
-                    f"with `usam cache` for this model, or remove data.cache_dir.")
-            self.encoders.append(name)
+        stale = _mismatches(meta, model)
+        if stale:
+            name, saved, now = stale[0]
+            raise StaleCacheError(
+                f"{self.dir}: the cached {name} features are stale: cache fingerprint {saved}, "
+                f"this model's {name} encoder has {now} (its settings or weights changed). Rebuild the cache "
+                f"with `usam cache` for this model, or remove data.cache_dir.")
+        # the others are not cached, or trained in this run: they run live
+        self.encoders = [name for name in cacheable_encoders(model) if name in meta["encoders"]]
         self._handles: dict[int, object] = {}
 
     def __getstate__(self):  # DataLoader workers reopen the shards themselves
