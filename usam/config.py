@@ -78,10 +78,21 @@ class QFormerSettings:
     # untrained Q-Former is window mean pooling and learns attention from there (with learned queries alone,
     # tiny.en's tokens of one clip start at cosine 0.97 to each other, and a short run never leaves that)
     query_init: str = "learned"
+    # "qformer": the window-level Q-Former above (DESIGN 4). "frame_stack": no learned layer, each window's frames
+    # concatenated in order and layer-normalised (SLAM-LLM's frame stacking), so the projector's experts are the
+    # only learned stage between the encoders and the LLM; num_layers, hidden_size, num_heads, ffn_size, dropout
+    # and query_init are then unused. For CPU budgets: in a 160-step probe (ASR, tiny.en features, README "Why ASR
+    # does not learn") every variant with a learned stage in front of the experts learned the audio slower.
+    kind: str = "qformer"
 
     def __post_init__(self):
         if self.query_init not in ("learned", "window_mean"):
             raise ValueError(f"qformer.query_init must be 'learned' or 'window_mean', got {self.query_init!r}")
+        if self.kind not in ("qformer", "frame_stack"):
+            raise ValueError(f"qformer.kind must be 'qformer' or 'frame_stack', got {self.kind!r}")
+        if self.kind == "frame_stack" and self.num_queries != 1:
+            raise ValueError(f"qformer.num_queries must be 1 with kind 'frame_stack' (one stacked token per window), "
+                             f"got {self.num_queries}")
 
 
 @dataclass
@@ -195,7 +206,7 @@ class USAMConfig(PretrainedConfig):
             raise ValueError("config projector.num_experts must be >= 1")
         if self.projector.top_k is not None and not 1 <= self.projector.top_k <= self.projector.num_experts:
             raise ValueError("config projector.top_k must be in [1, num_experts] or null")
-        if self.qformer.hidden_size % self.qformer.num_heads:
+        if self.qformer.kind == "qformer" and self.qformer.hidden_size % self.qformer.num_heads:
             raise ValueError("config qformer.hidden_size must be divisible by qformer.num_heads")
 
     @property

@@ -23,7 +23,7 @@ from usam.config import USAMConfig
 from usam.encoders import EncoderOutput, build_encoder
 from usam.llm import load_llm, load_tokenizer
 from usam.projector import TaskAwareMoEProjector
-from usam.qformer import WindowQFormer
+from usam.qformer import build_window_connector
 from usam.sacl import SemanticAwareContrastiveLoss
 
 AUDIO_TOKEN_ID = -200  # placeholder id in input_ids, replaced by audio embeddings before the LLM sees it
@@ -64,7 +64,7 @@ class USAMModel(nn.Module):
         self.tokenizer = load_tokenizer(config.llm)
         llm_dim = llm.get_input_embeddings().embedding_dim
         input_dim = sum(enc.output_dim for enc in self.encoders.values())
-        self.qformer = WindowQFormer(config.qformer, input_dim, config.window_frames, config.stride_frames)
+        self.qformer = build_window_connector(config.qformer, input_dim, config.window_frames, config.stride_frames)
         self.projector = TaskAwareMoEProjector(config.projector, self.qformer.output_dim, llm_dim)
         self.sacl = SemanticAwareContrastiveLoss(config.loss.sacl, llm_dim) if config.loss.lambda_sac > 0 else None
         self.llm = self._wrap_llm(llm, adapter_dir)

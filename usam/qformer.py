@@ -4,6 +4,8 @@ U (B, T, D_in) is cut into windows of `w` frames every `s` frames. Windows start
 valid, so the tail window is kept (masked inside). Each layer: self-attention over the window's queries,
 cross-attention to the window's valid frames, FFN (torch's TransformerDecoderLayer does exactly this).
 Output Z (B, W*q, D_q) with a mask that drops windows with no valid frame.
+
+`FrameStack` cuts the same windows and concatenates their frames instead (qformer.kind "frame_stack").
 """
 from __future__ import annotations
 
@@ -11,6 +13,19 @@ import torch
 from torch import nn
 
 from usam.config import QFormerSettings
+
+
+def cut_windows(frames: torch.Tensor, mask: torch.Tensor, window: int, stride: int):
+    """frames (B, T, D), mask (B, T) -> windows (B, W, w, D), window mask (B, W, w).
+
+    Windows start every `stride` frames while their start is valid in some clip; the tail is zero-padded."""
+    length = frames.shape[1]
+    valid = mask.sum(dim=1)
+    n_windows = int(torch.div(valid.max() + stride - 1, stride, rounding_mode="floor"))
+    span = (n_windows - 1) * stride + window
+    x = nn.functional.pad(frames, (0, 0, 0, max(0, span - length)))[:, :span]
+    m = nn.functional.pad(mask, (0, max(0, span - length)))[:, :span]
+    return x.unfold(1, window, stride).permute(0, 1, 3, 2), m.unfold(1, window, stride)
 
 
 class WindowQFormer(nn.Module):
@@ -41,14 +56,9 @@ class WindowQFormer(nn.Module):
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """frames (B, T, D_in), mask (B, T) -> tokens (B, W*q, D_q), token mask (B, W*q)."""
-        batch, length, _ = frames.shape
-        valid = mask.sum(dim=1)
-        n_windows = int(torch.div(valid.max() + self.stride - 1, self.stride, rounding_mode="floor"))
-        span = (n_windows - 1) * self.stride + self.window
-        x = nn.functional.pad(self.input_proj(frames), (0, 0, 0, max(0, span - length)))[:, :span]
-        m = nn.functional.pad(mask, (0, max(0, span - length)))[:, :span]
-        x = x.unfold(1, self.window, self.stride).permute(0, 1, 3, 2)  # (B, W, w, D)
-        m = m.unfold(1, self.window, self.stride)  # (B, W, w)
+        batch = frames.shape[0]
+        x, m = cut_windows(self.input_proj(frames), mask, self.window, self.stride)  # (B, W, w, D), (B, W, w)
+        n_windows = x.shape[1]
         window_ok = m.any(dim=-1)  # (B, W)
         memory = (x + self.frame_position).reshape(batch * n_windows, self.window, -1)
         # an empty window attends to its (padded) frames rather than to nothing (NaN); it is masked below
@@ -64,3 +74,31 @@ class WindowQFormer(nn.Module):
         q = self.norm(q).reshape(batch, n_windows * self.num_queries, -1)
         token_mask = window_ok.repeat_interleave(self.num_queries, dim=1)
         return q * token_mask[..., None], token_mask
+
+
+class FrameStack(nn.Module):
+    """Each window's frames concatenated in order, then LayerNorm: (B, W, w*D_in), one token per window.
+
+    No learned layer besides the LayerNorm's scale and shift, so the projector's experts read the encoder frames
+    directly; unlike a mean, the stack keeps the order of the frames inside the window, which ASR needs."""
+
+    def __init__(self, input_dim: int, window_frames: int, stride_frames: int):
+        super().__init__()
+        self.window, self.stride = window_frames, stride_frames
+        self.output_dim = window_frames * input_dim
+        self.norm = nn.LayerNorm(self.output_dim)
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """frames (B, T, D_in), mask (B, T) -> tokens (B, W, w*D_in), token mask (B, W)."""
+        x, m = cut_windows(frames, mask, self.window, self.stride)  # (B, W, w, D_in), (B, W, w)
+        stacked = (x * m[..., None].to(x.dtype)).flatten(2)  # padded frames of a partial window count as zeros
+        window_ok = m.any(dim=-1)
+        return self.norm(stacked) * window_ok[..., None], window_ok
+
+
+def build_window_connector(settings: QFormerSettings, input_dim: int, window_frames: int,
+                           stride_frames: int) -> nn.Module:
+    """The module between the common time axis and the projector, chosen by qformer.kind."""
+    if settings.kind == "frame_stack":
+        return FrameStack(input_dim, window_frames, stride_frames)
+    return WindowQFormer(settings, input_dim, window_frames, stride_frames)
