@@ -16,6 +16,7 @@ from transformers import PretrainedConfig
 
 from usam import SAMPLE_RATE  # noqa: E402,F401  (re-exported: encoders import it from here)
 TRAIN_MODES = ("frozen", "full", "lora")
+from usam.tasks import TASKS  # noqa: E402
 
 
 @dataclass
@@ -104,6 +105,10 @@ class ProjectorSettings:
     top_k: int | None = None  # None: dense mixture
     expert_hidden_size: int | None = None  # None: the LLM width
     use_instruction: bool = True  # the router sees the pooled instruction embedding
+    # True: an RMSNorm on the mixed output whose gain starts at the RMS of the LLM's input embeddings, so audio
+    # tokens reach the LLM at the scale of its text tokens (unnormalised, the demo's tokens grew to ~35x the
+    # text embeddings' norm during training, and every clip looked alike to the LLM)
+    output_norm: bool = False
 
 
 @dataclass
@@ -138,6 +143,13 @@ class LossSettings:
     lambda_sac: float = 0.5
     lambda_bal: float = 0.01
     lambda_z: float = 0.0
+    # the LM's cross-entropy. 0: the LLM is not run at all (an alignment stage on the connector alone, e.g.
+    # with lambda_ctc), so a step costs the encoders and the projector only
+    lambda_ce: float = 1.0
+    # CTC alignment of the audio tokens onto the LLM's input embeddings (usam/ctc.py), on the samples whose
+    # task is in ctc_tasks (their answers spoken or described in order: transcripts, captions, labels)
+    lambda_ctc: float = 0.0
+    ctc_tasks: list[str] = field(default_factory=lambda: ["asr"])
     sacl: SACLSettings = field(default_factory=SACLSettings)
 
 
@@ -211,6 +223,12 @@ class USAMConfig(PretrainedConfig):
             raise ValueError("config projector.top_k must be in [1, num_experts] or null")
         if self.qformer.kind == "qformer" and self.qformer.hidden_size % self.qformer.num_heads:
             raise ValueError("config qformer.hidden_size must be divisible by qformer.num_heads")
+        for name in ("lambda_ce", "lambda_ctc", "lambda_sac", "lambda_bal", "lambda_z"):
+            if getattr(self.loss, name) < 0:
+                raise ValueError(f"config loss.{name} must be >= 0, got {getattr(self.loss, name)}")
+        unknown = sorted(set(self.loss.ctc_tasks) - set(TASKS))
+        if unknown:
+            raise ValueError(f"config loss.ctc_tasks: unknown task(s) {unknown}; known: {list(TASKS)}")
 
     @property
     def enabled_encoders(self) -> list[str]:

@@ -20,6 +20,7 @@ from transformers.utils import ModelOutput
 
 from usam.align import align_streams
 from usam.config import USAMConfig
+from usam.ctc import CTCAlignment
 from usam.encoders import EncoderOutput, build_encoder
 from usam.llm import load_llm, load_tokenizer
 from usam.projector import TaskAwareMoEProjector
@@ -39,10 +40,15 @@ class USAMOutput(ModelOutput):
     sacl_loss: torch.Tensor | None = None
     balance_loss: torch.Tensor | None = None
     z_loss: torch.Tensor | None = None
+    ctc_loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None  # (B, L, V), or (B, K, V) at `logit_positions` when labels were given
     logit_positions: torch.Tensor | None = None  # (K,) sequence positions of `logits`; None: all positions
     routing_weights: torch.Tensor | None = None  # (N_tokens, E) for every valid audio token of the batch
     routing_sample_index: torch.Tensor | None = None  # (N_tokens,) batch row of each token
+    # audio-token health (detached): mean L2 norm of the valid audio tokens over that of the answer's text
+    # embeddings, and the mean cosine between different clips' mean audio tokens (near 1: clips look alike)
+    audio_norm_ratio: torch.Tensor | None = None
+    audio_clip_cosine: torch.Tensor | None = None
 
 
 def _lora_config(settings, **extra):
@@ -67,6 +73,11 @@ class USAMModel(nn.Module):
         self.qformer = build_window_connector(config.qformer, input_dim, config.window_frames, config.stride_frames)
         self.projector = TaskAwareMoEProjector(config.projector, self.qformer.output_dim, llm_dim)
         self.sacl = SemanticAwareContrastiveLoss(config.loss.sacl, llm_dim) if config.loss.lambda_sac > 0 else None
+        self.ctc = CTCAlignment(llm_dim) if config.loss.lambda_ctc > 0 else None
+        if self.projector.output_norm is not None:
+            with torch.no_grad():  # audio tokens start at the scale of the LLM's text tokens
+                rms = llm.get_input_embeddings().weight.float().pow(2).mean().sqrt()
+                self.projector.output_norm.weight.fill_(float(rms))
         self.llm = self._wrap_llm(llm, adapter_dir)
         if config.llm.gradient_checkpointing:
             # transformers 5 renamed the method (and its argument); older releases only have the first name
@@ -202,21 +213,24 @@ class USAMModel(nn.Module):
                 audio: torch.Tensor | None = None, audio_lengths: torch.Tensor | None = None,
                 audio_sample_index: torch.Tensor | None = None,
                 encoder_outputs: dict[str, EncoderOutput] | None = None, logits_to_keep: str = "labels",
-                **_unused) -> USAMOutput:
+                tasks: list[str] | None = None, **_unused) -> USAMOutput:
         """Loss parts and logits. With labels and logits_to_keep="labels" (default), `logits` covers only the
         positions whose next token is labelled (`logit_positions`); "all" gives every position."""
         embeds, info = self._inputs_embeds(input_ids, instruction_mask, audio, audio_lengths, audio_sample_index,
                                            encoder_outputs)
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # from the mask: padding-invariant
-        keep = None
-        if labels is not None and logits_to_keep == "labels":
-            # the LM head only where a next token is labelled: on a 49k vocabulary it is a large share of the step
-            keep = (labels[:, 1:] != -100).any(0).nonzero().squeeze(1)
-        logits = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
-                          use_cache=False, logits_to_keep=keep if keep is not None else 0).logits
-        zero = logits.new_zeros((), dtype=torch.float32)
-        ce = sacl = balance = z_loss = zero
-        if labels is not None:
+        lc = self.config.loss
+        keep, logits = None, None
+        if lc.lambda_ce > 0 or labels is None:  # lambda_ce 0: an alignment step that never runs the LLM
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # from the mask: padding-invariant
+            if labels is not None and logits_to_keep == "labels":
+                # the LM head only where a next token is labelled: on a 49k vocabulary a large share of the step
+                keep = (labels[:, 1:] != -100).any(0).nonzero().squeeze(1)
+            logits = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
+                              use_cache=False, logits_to_keep=keep if keep is not None else 0).logits
+        zero = embeds.new_zeros((), dtype=torch.float32)
+        ce = sacl = balance = z_loss = ctc = zero
+        norm_ratio = clip_cosine = None
+        if labels is not None and logits is not None:
             targets = labels[:, 1:] if keep is None else labels[:, 1:].index_select(1, keep)
             scores = logits[:, :-1] if keep is None else logits
             ce = nn.functional.cross_entropy(scores.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
@@ -228,11 +242,50 @@ class USAMModel(nn.Module):
             routing_index = info["sample_index"][:, None].expand_as(info["mask"])[info["mask"]]
             if self.sacl is not None and labels is not None and answer_mask is not None:
                 sacl = self._sacl(info, input_ids, answer_mask)
-        lc = self.config.loss
-        loss = ce + lc.lambda_sac * sacl + lc.lambda_bal * balance + lc.lambda_z * z_loss if labels is not None else None
-        return USAMOutput(loss=loss, ce_loss=ce, sacl_loss=sacl, balance_loss=balance, z_loss=z_loss, logits=logits,
-                          logit_positions=keep,
-                          routing_weights=routing, routing_sample_index=routing_index)
+            if self.ctc is not None and labels is not None and answer_mask is not None:
+                ctc = self._ctc(info, input_ids, answer_mask, tasks)
+            if answer_mask is not None:
+                norm_ratio, clip_cosine = self._audio_token_health(info, embeds, input_ids, answer_mask)
+        if labels is not None:
+            loss = (lc.lambda_ce * ce + lc.lambda_sac * sacl + lc.lambda_bal * balance + lc.lambda_z * z_loss
+                    + lc.lambda_ctc * ctc)
+        else:
+            loss = None
+        return USAMOutput(loss=loss, ce_loss=ce, sacl_loss=sacl, balance_loss=balance, z_loss=z_loss, ctc_loss=ctc,
+                          logits=logits, logit_positions=keep,
+                          routing_weights=routing, routing_sample_index=routing_index,
+                          audio_norm_ratio=norm_ratio, audio_clip_cosine=clip_cosine)
+
+    def _ctc(self, info, input_ids, answer_mask, tasks) -> torch.Tensor:
+        """CTC of each clip's audio tokens against its sample's answer tokens (samples of loss.ctc_tasks; every
+        sample when the batch carries no task names). A sample's clips are joined in order."""
+        tokens, mask, owner = info["tokens"], info["mask"], info["sample_index"]
+        wanted = set(self.config.loss.ctc_tasks)
+        targets = []
+        for c in range(tokens.shape[0]):
+            b = int(owner[c])
+            first = int((owner == b).nonzero()[0])  # the sample's answer goes with its first clip only
+            take = c == first and (tasks is None or tasks[b] in wanted)
+            targets.append(input_ids[b][answer_mask[b].bool()] if take else input_ids.new_zeros(0))
+        # the LLM's input embeddings through the module (not .weight), so ZeRO-3 gathers them
+        vocab = torch.arange(self.llm.get_input_embeddings().num_embeddings, device=input_ids.device)
+        with torch.no_grad():
+            embeddings = self.llm.get_input_embeddings()(vocab)
+        return self.ctc(tokens, mask, targets, embeddings)
+
+    @torch.no_grad()
+    def _audio_token_health(self, info, embeds, input_ids, answer_mask):
+        tokens, mask = info["tokens"].float(), info["mask"]
+        audio_norm = tokens[mask].norm(dim=-1).mean()
+        text = embeds.detach().float()[answer_mask.bool()]
+        ratio = audio_norm / text.norm(dim=-1).mean() if text.shape[0] else audio_norm.new_tensor(float("nan"))
+        means = nn.functional.normalize((tokens * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1),
+                                        dim=-1)[mask.any(1)]
+        n = means.shape[0]
+        if n < 2:
+            return ratio, audio_norm.new_tensor(float("nan"))
+        cos = means @ means.T
+        return ratio, (cos.sum() - cos.diagonal().sum()) / (n * (n - 1))
 
     def _sacl(self, info, input_ids, answer_mask) -> torch.Tensor:
         """Audio tokens of each sample (its clips concatenated) against its answer's input embeddings."""

@@ -34,6 +34,8 @@ class TaskAwareMoEProjector(nn.Module):
         self.use_instruction = settings.use_instruction
         self.instruction_proj = nn.Linear(llm_dim, input_dim) if settings.use_instruction else None
         self.router = nn.Linear(input_dim * (2 if settings.use_instruction else 1), settings.num_experts)
+        # scale matching (projector.output_norm): USAMModel sets the gain to the LLM embeddings' RMS
+        self.output_norm = nn.RMSNorm(llm_dim) if settings.output_norm else None
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor, instruction: torch.Tensor | None) -> ProjectorOutput:
         """tokens (B, N, D_q), mask (B, N), instruction (B, D_llm) pooled instruction embedding."""
@@ -50,6 +52,8 @@ class TaskAwareMoEProjector(nn.Module):
             weights = weights / weights.sum(-1, keepdim=True)
         expert_out = torch.stack([expert(tokens) for expert in self.experts], dim=-2)  # (B, N, E, D_llm)
         mixed = (weights.to(expert_out.dtype)[..., None] * expert_out).sum(dim=-2)  # sum over experts
+        if self.output_norm is not None:
+            mixed = self.output_norm(mixed)
         mixed = mixed * mask[..., None]
         valid = mask.float()
         count = valid.sum().clamp(min=1)

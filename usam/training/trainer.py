@@ -116,7 +116,8 @@ def model_inputs(model, batch: dict, device) -> dict:
     from usam.training.cache import encoder_outputs_for
 
     cached = batch.get("cached_features")
-    inputs = _to_device({k: v for k, v in batch.items() if k not in ("cached_features", "tasks")}, device)
+    # (tasks go along: the CTC alignment loss picks its samples by task)
+    inputs = _to_device({k: v for k, v in batch.items() if k != "cached_features"}, device)
     if cached:
         inputs["encoder_outputs"] = encoder_outputs_for(model, inputs, cached)
     return inputs
@@ -266,8 +267,13 @@ class Trainer:
                     usage.add(out.routing_weights, out.routing_sample_index, collated.tasks)
                     acc["n"] += 1
                     for key, value in (("loss", out.loss), ("ce", out.ce_loss), ("sacl", out.sacl_loss),
-                                       ("balance", out.balance_loss)):
+                                       ("balance", out.balance_loss), ("ctc", out.ctc_loss)):
                         acc[key] += float(value.detach())
+                    for key in ("audio_norm_ratio", "audio_clip_cosine"):
+                        value = getattr(out, key, None)
+                        if value is not None and bool(torch.isfinite(value)):
+                            acc[key] += float(value)
+                            acc[key + "_n"] += 1
                     acc["audio_s"] += collated.audio_seconds
                     acc["tokens"] += collated.num_tokens
                     acc["keys"] += [x.key for x in collated.samples]
@@ -316,11 +322,13 @@ class Trainer:
 
     @staticmethod
     def _new_acc() -> dict:
-        return {"n": 0, "loss": 0.0, "ce": 0.0, "sacl": 0.0, "balance": 0.0, "audio_s": 0.0, "tokens": 0.0,
-                "keys": []}
+        return {"n": 0, "loss": 0.0, "ce": 0.0, "sacl": 0.0, "balance": 0.0, "ctc": 0.0, "audio_s": 0.0,
+                "tokens": 0.0, "audio_norm_ratio": 0.0, "audio_norm_ratio_n": 0, "audio_clip_cosine": 0.0,
+                "audio_clip_cosine_n": 0, "keys": []}
 
     def _log_train(self, acc, usage, t_last, bar) -> float:
-        keys = ("n", "loss", "ce", "sacl", "balance", "audio_s", "tokens")
+        keys = ("n", "loss", "ce", "sacl", "balance", "ctc", "audio_s", "tokens", "audio_norm_ratio",
+                "audio_norm_ratio_n", "audio_clip_cosine", "audio_clip_cosine_n")
         sums = dict(zip(keys, dist_utils.all_reduce_sum([acc[k] for k in keys])))
         gathered = dist_utils.all_gather_objects({"usage": usage.state(), "mem": peak_memory_mb(),
                                                   "skip": dict(self.skip_counts), "seen": self.seen,
@@ -335,12 +343,17 @@ class Trainer:
                 skipped.update(g["skip"])
             record = {
                 "loss": sums["loss"] / n, "ce": sums["ce"] / n, "sacl": sums["sacl"] / n,
-                "balance": sums["balance"] / n, "lr": float(self.scheduler.get_last_lr()[0]),
+                "balance": sums["balance"] / n, "ctc": sums["ctc"] / n,
+                "lr": float(self.scheduler.get_last_lr()[0]),
                 "epoch": self.epoch, "audio_s_per_s": sums["audio_s"] / elapsed,
                 "tokens_per_s": sums["tokens"] / elapsed, "audio_s": sums["audio_s"], "peak_mem_mb": max(g["mem"] for g in gathered),
                 "seen": sum(g["seen"] for g in gathered), "skipped": dict(sorted(skipped.items())),
                 "experts": means, "expert_tokens": counts,
             }
+            # the audio tokens' scale against the text embeddings, and how alike different clips look to the LLM
+            for key in ("audio_norm_ratio", "audio_clip_cosine"):
+                if sums[key + "_n"]:
+                    record[key] = sums[key] / sums[key + "_n"]
             if self.cfg.logging.log_keys:
                 record["keys"] = [g["keys"] for g in gathered]
             self.logger.log("train", self.step, record)
@@ -378,6 +391,8 @@ class Trainer:
                 out = engine(**inputs)
             total[0] += float(out.loss) * weight
             total[1] += weight
+            if out.logits is None:  # an alignment stage (loss.lambda_ce 0) runs no LLM: no CE per task
+                continue
             # cross-entropy per sample from the logits, so that batches may mix tasks
             labels = inputs["labels"][:, 1:]
             positions = getattr(out, "logit_positions", None)  # logits only where a next token is labelled
