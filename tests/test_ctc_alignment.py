@@ -54,6 +54,27 @@ def test_ctc_alignment_skips_rows_without_target_and_ignores_padding():
     assert none.item() == 0.0 and none.requires_grad
 
 
+def test_sampled_softmax_rows_keep_every_target_and_renumber_them():
+    torch.manual_seed(2)
+    ctc = CTCAlignment(8, vocab_rows=12)
+    targets = [torch.tensor([40, 3, 3]), torch.tensor([7, 40])]
+    vocab_ids, renumbered = ctc._rows(targets, 50, "cpu")
+    assert vocab_ids.numel() == 12 and vocab_ids.unique().numel() == 12  # 3 needed + 9 distinct others
+    for old, new in zip(targets, renumbered):
+        assert vocab_ids[new].tolist() == old.tolist()
+    embeddings, tokens = torch.randn(50, 8), torch.randn(2, 6, 8)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    torch.manual_seed(3)
+    sampled = ctc(tokens, mask, targets, embeddings)
+    torch.manual_seed(3)
+    rows, _ = ctc._rows(targets, 50, "cpu")  # the same draw: the loss is the full CTC on those rows
+    full = CTCAlignment(8, vocab_rows=None)
+    full.load_state_dict(ctc.state_dict())
+    position = {int(v): i for i, v in enumerate(rows)}
+    torch.testing.assert_close(sampled, full(tokens, mask, [torch.tensor([position[int(t)] for t in x]) for x in targets],
+                                             embeddings[rows]))
+
+
 def _batch(processor, tasks):
     clips = [tone(1.5), tone(2.0, 300, seed=1)]
     return processor(clips, ["Transcribe the speech.", "Describe the sound."], ["a b c", "a tone"], tasks=tasks)

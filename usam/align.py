@@ -1,4 +1,4 @@
-"""Put every encoder stream on one time axis (DESIGN 3).
+"""Put every encoder stream on one time axis (docs/architecture.md, step 3).
 
 Each stream is resampled over its own valid region only, by linear interpolation along time, to
 ceil(seconds * rate) frames; the masks are recomputed from the clip lengths. Padding never leaks in,

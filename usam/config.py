@@ -79,11 +79,11 @@ class QFormerSettings:
     # untrained Q-Former is window mean pooling and learns attention from there (with learned queries alone,
     # tiny.en's tokens of one clip start at cosine 0.97 to each other, and a short run never leaves that)
     query_init: str = "learned"
-    # "qformer": the window-level Q-Former above (DESIGN 4). "frame_stack": no learned layer, each window's frames
-    # concatenated in order and layer-normalised (SLAM-LLM's frame stacking), so the projector's experts are the
-    # only learned stage between the encoders and the LLM; num_layers, hidden_size, num_heads, ffn_size, dropout
-    # and query_init are then unused. For CPU budgets: in a 160-step probe (ASR, tiny.en features, README "Why ASR
-    # does not learn") every variant with a learned stage in front of the experts learned the audio slower.
+    # "qformer": the window-level Q-Former above (docs/architecture.md, step 4). "frame_stack": no learned layer,
+    # each window's frames concatenated in order and layer-normalised (SLAM-LLM's frame stacking), so the
+    # projector's experts are the only learned stage between the encoders and the LLM; num_layers, hidden_size,
+    # num_heads, ffn_size, dropout and query_init are then unused. For CPU budgets: in a 160-step probe (ASR,
+    # tiny.en features, docs/demo.md) every variant with a learned stage in front of the experts learned slower.
     # Give it a router z-loss (loss.lambda_z 1e-3): the router reads the whole stack (2 x 3,840 inputs on the demo),
     # and without one it sent every token to one expert by step 30 of the demo's stage 1 (balance loss 2.99 of 3);
     # with it, 1.62 at step 40 and usage differing by task.
@@ -150,6 +150,9 @@ class LossSettings:
     # task is in ctc_tasks (their answers spoken or described in order: transcripts, captions, labels)
     lambda_ctc: float = 0.0
     ctc_tasks: list[str] = field(default_factory=lambda: ["asr"])
+    # rows of the CTC softmax: the batch's answer tokens plus random other vocabulary rows, this many in all
+    # (a sampled softmax); null: the whole vocabulary (on 2 CPU cores 49k rows cost ~9 s a step, 4,096 ~0.5 s)
+    ctc_vocab_rows: int | None = 4096
     sacl: SACLSettings = field(default_factory=SACLSettings)
 
 

@@ -1,8 +1,10 @@
 """`usam demo`: train a real U-SAM offline on a CPU and show what it learned.
 
-Steps: synthetic corpus -> Whisper feature cache -> stage 1 (connector, LLM frozen) -> stage 2 (LLM LoRA) ->
-evaluation on the test split (every task) -> plots -> one answer each about a speech, a sound and a music clip.
-Training steps are sized to the time budget from a short timing of the real model.
+Steps: synthetic corpus -> Whisper feature cache -> alignment (connector, BEATs and MERT spell each answer in the
+LLM's input embeddings by CTC; no LLM) -> stage 1 (connector, LLM frozen) -> stage 2 (LLM LoRA) -> evaluation on
+the test splits (every task) -> plots -> one answer each about a speech, a sound and a music clip.
+The recipe is a fixed amount of work (corpus hours, steps of each stage in its training YAML), so its figures
+reproduce on another machine, only faster or slower; `--minutes` caps the wall time by cutting steps.
 """
 from __future__ import annotations
 
@@ -18,35 +20,43 @@ from usam.training.config import REPO_ROOT
 
 logger = logging.getLogger("usam.demo")
 DEMO_MODEL = REPO_ROOT / "configs/model/demo.yaml"
-SYNTH_CONFIG = REPO_ROOT / "configs/synth/default.yaml"
+SYNTH_CONFIG = REPO_ROOT / "configs/synth/demo.yaml"
+# (run folder, training YAML): each stage starts from the previous one's weights
+STAGES = (("align", "demo_align.yaml"), ("stage1", "demo_stage1.yaml"), ("stage2", "demo_stage2.yaml"))
+QUICK_STEPS = {"align": 6, "stage1": 6, "stage2": 10}
+EVAL_RESERVE_S = 300.0  # what the evaluation, the reference and the plots take after training (measured: 4-5 min)
+
+
+def stage_config(name: str) -> dict:
+    return yaml.safe_load((REPO_ROOT / "configs/train" / dict(STAGES)[name]).read_text())
 
 
 @dataclass
 class DemoPlan:
     out: Path
-    minutes: float
-    hours: float  # corpus size
     quick: bool
+    hours: float | None = None  # corpus size; None: the demo corpus config's
+    minutes: float | None = None  # wall-time cap; None: the recipe's full work whatever it takes
     seed: int = 0
     jobs: int | None = None
-    stage1_share: float = 0.25  # of the training time (stage 2 gets what is left after stage 1 and its cache)
-    train_share: float = 0.7  # of the whole budget (the rest: corpus, cache, evaluation)
     eval_limit: int | None = None
-    max_samples: int = 8
     eval_points: int = 2  # validations per stage (the last one falls on the stage's final step)
-    freeze_encoders_in_stage2: bool = True  # see model_sections
     model_yaml: Path = DEMO_MODEL
+    steps: dict = field(default_factory=dict)  # optimiser steps per stage (from the training YAMLs)
     timings: dict = field(default_factory=dict)
 
     @classmethod
-    def make(cls, out, minutes, quick, hours=None, seed=0, jobs=None, model_yaml=None, eval_points=2) -> "DemoPlan":
+    def make(cls, out, quick, minutes=None, hours=None, seed=0, jobs=None, model_yaml=None,
+             eval_points=2) -> "DemoPlan":
         if eval_points < 1:
             raise ValueError(f"demo eval_points must be >= 1, got {eval_points}")
-        if quick:
-            return cls(Path(out), minutes=minutes or 3.0, hours=hours or 0.03, quick=True, seed=seed, jobs=jobs,
-                       eval_limit=4, model_yaml=Path(model_yaml or DEMO_MODEL), eval_points=eval_points)
-        return cls(Path(out), minutes=minutes, hours=hours or max(0.5, minutes / 20.0), quick=False, seed=seed,
-                   jobs=jobs, model_yaml=Path(model_yaml or DEMO_MODEL), eval_points=eval_points)
+        if minutes is not None and minutes <= 0:
+            raise ValueError(f"demo minutes must be > 0, got {minutes}")
+        steps = dict(QUICK_STEPS) if quick else {name: int(stage_config(name)["schedule"]["max_steps"])
+                                                 for name, _ in STAGES}
+        return cls(Path(out), quick=quick, hours=hours or (0.03 if quick else None), minutes=minutes, seed=seed,
+                   jobs=jobs, eval_limit=4 if quick else None, model_yaml=Path(model_yaml or DEMO_MODEL),
+                   eval_points=eval_points, steps=steps)
 
 
 class Stopwatch:
@@ -57,8 +67,8 @@ class Stopwatch:
         self.plan.timings[name] = round(time.time() - since, 1)
         logger.info("demo: %s took %.1f s", name, self.plan.timings[name])
 
-    def left_s(self) -> float:
-        return self.plan.minutes * 60 - (time.time() - self.start)
+    def elapsed_s(self) -> float:
+        return time.time() - self.start
 
 
 def _say(text: str) -> None:
@@ -75,7 +85,7 @@ def make_corpus(plan: DemoPlan) -> Path:
         cfg["music"]["test_timbre_clips"] = min(cfg["music"].get("test_timbre_clips", 0), 3)
         cfg["sound"]["test_timbre_sounds"] = min(cfg["sound"].get("test_timbre_sounds", 0), 3)
     data = plan.out / "data"
-    meta = generate_corpus(data, cfg, hours=plan.hours, seed=plan.seed, jobs=plan.jobs)
+    meta = generate_corpus(data, cfg, hours=plan.hours or cfg["hours"], seed=plan.seed, jobs=plan.jobs)
     _say(f"corpus: {data} ({'reused' if meta.get('reused') else 'generated'})")
     add_real_speech(data)
     return data
@@ -103,19 +113,9 @@ def add_real_speech(data: Path) -> Path | None:
     return target
 
 
-def model_sections(plan: DemoPlan, stage: int = 1) -> dict:
-    """The demo model's config sections. Stage 2 freezes the encoders that stage 1 trained from scratch (BEATs
-    and MERT): their features are then cached like Whisper's, and a stage-2 step runs no encoder at all."""
-    sections = yaml.safe_load(plan.model_yaml.read_text())
-    if stage == 2 and plan.freeze_encoders_in_stage2:
-        for name in ("whisper", "beats", "mert"):
-            section = sections.get(name) or {}
-            if section.get("enabled", True) and section.get("train", "frozen") != "frozen":
-                if name == "mert" and section.get("layer_mix", True):
-                    raise ValueError(f"{plan.model_yaml}: mert.layer_mix is always trained, so MERT cannot be "
-                                     "frozen for stage 2; set layer_mix: false or freeze_encoders_in_stage2=False")
-                section["train"] = "frozen"
-    return sections
+def model_sections(plan: DemoPlan) -> dict:
+    """The demo model's config sections."""
+    return yaml.safe_load(plan.model_yaml.read_text())
 
 
 class _DemoModel:
@@ -166,24 +166,10 @@ def build_cache(plan: DemoPlan, data: Path, model, name: str = "cache") -> Path:
     return cache
 
 
-def build_stage2_cache(plan: DemoPlan, data: Path, stage1: Path) -> Path:
-    """After stage 1: the features of every encoder frozen for stage 2 (stage 1's trained BEATs and MERT,
-    and Whisper), from stage 1's weights. The cache's fingerprints tie it to exactly these weights."""
-    import torch
-
-    from usam.config import USAMConfig
-    from usam.modeling import USAMModel
-
-    torch.manual_seed(plan.seed)
-    model = USAMModel(USAMConfig(**model_sections(plan, stage=2)))
-    model.load_trained_weights(stage1)
-    return build_cache(plan, data, model, name="cache_stage2")
-
-
-def time_steps(plan: DemoPlan, data: Path, demo_model: _DemoModel) -> dict[int, float]:
-    """Seconds per optimiser step of each stage on a typical batch (forward + backward + update, the median of
-    three): {1: stage 1 (LLM frozen, BEATs and MERT run live and learn), 2: stage 2 (LoRA; every encoder's
-    features come from the cache when stage 2 freezes them)}. Whisper's features are cached in both."""
+def time_steps(plan: DemoPlan, data: Path, demo_model: _DemoModel) -> dict[str, float]:
+    """Seconds per optimiser step of each stage on a typical batch of its size (forward + backward + update, the
+    median of three): {"align": no LLM; "stage1": LLM frozen; "stage2": LoRA}, the frozen encoders' features
+    from the cache as in training. Used for the ETA and the --minutes cap only: the work is fixed."""
     import torch
 
     from usam.data import AudioDataset, read_manifest
@@ -192,57 +178,91 @@ def time_steps(plan: DemoPlan, data: Path, demo_model: _DemoModel) -> dict[int, 
 
     model = demo_model.get()  # (its weights change here; training builds its own model)
     processor = USAMProcessor.from_model(model)
-    entries = read_manifest(data / "train.jsonl", strict=True)[: plan.max_samples]
-    dataset = AudioDataset(entries, strict=True)
-    samples = [dataset[i] for i in range(len(entries))]
-    instructions = [s.instruction or instruction_for(s.task, train=False, lang=s.lang) for s in samples]
-    batch = processor([s.audio for s in samples], instructions, [s.references[0] for s in samples])
-    with torch.no_grad():
-        cached = model.encode_audio(batch["audio"], batch["audio_lengths"])
-    frozen_in_2 = {name for name, section in model_sections(plan, stage=2).items()
-                   if name in model.encoders and section.get("train", "frozen") == "frozen"}
+    entries = read_manifest(data / "train.jsonl", strict=True)
+    from usam.training.cache import cacheable_encoders
+
+    loss_defaults = {k: getattr(model.config.loss, k) for k in ("lambda_ce", "lambda_ctc", "lambda_sac")}
     timings = {}
-    for stage, cached_names in ((1, {"whisper"}), (2, frozen_in_2 | {"whisper"})):
-        model.set_stage(stage)
+    for name, _ in STAGES:
+        recipe = stage_config(name)
+        size = int(recipe["data"].get("max_samples") or 8)
+        dataset = AudioDataset(entries[:size], strict=True)
+        samples = [dataset[i] for i in range(len(dataset))]
+        instructions = [x.instruction or instruction_for(x.task, train=False, lang=x.lang) for x in samples]
+        batch = processor([x.audio for x in samples], instructions, [x.references[0] for x in samples],
+                          tasks=[x.task for x in samples])
+        with torch.no_grad():
+            cached = model.encode_audio(batch["audio"], batch["audio_lengths"])
+        cached_names = set(cacheable_encoders(model))
+        for key, value in {**loss_defaults, **{k.split(".", 1)[1]: v for k, v in
+                                               (recipe.get("model_overrides") or {}).items()
+                                               if k.startswith("loss.")}}.items():
+            setattr(model.config.loss, key, value)
+        if model.config.loss.lambda_ctc > 0 and getattr(model, "ctc", None) is None:
+            from usam.ctc import CTCAlignment
+
+            model.ctc = CTCAlignment(model.llm.get_input_embeddings().embedding_dim,
+                                     vocab_rows=model.config.loss.ctc_vocab_rows)
+        model.set_stage(recipe["stage"])
         model.train()
-        live = [name for name in model.encoders if name not in cached_names]
-        params = [p for _, p in model.trainable_parameters()]
-        opt = torch.optim.AdamW(params, lr=1e-5)
-        autocast = yaml.safe_load((REPO_ROOT / f"configs/train/demo_stage{stage}.yaml").read_text()).get("autocast")
+        live = [n for n in model.encoders if n not in cached_names]
+        opt = torch.optim.AdamW([p for _, p in model.trainable_parameters()], lr=1e-5)
         times = []
         for _ in range(3):
             start = time.time()
             opt.zero_grad()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast == "bf16"):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.get("autocast") == "bf16"):
                 outputs = dict(cached)
-                for name in live:
-                    outputs[name] = model.encoders[name](batch["audio"], batch["audio_lengths"])
+                for n in live:
+                    outputs[n] = model.encoders[n](batch["audio"], batch["audio_lengths"])
                 loss = model(**batch, encoder_outputs=outputs).loss
             loss.backward()
             opt.step()
             times.append(time.time() - start)
-        timings[stage] = sorted(times)[1]
+        timings[name] = sorted(times)[1]
+    for key, value in loss_defaults.items():
+        setattr(model.config.loss, key, value)
     return timings
 
 
-def train_stage(plan: DemoPlan, data: Path, cache: Path | None, stage: int, steps: int, init_from: Path | None) -> Path:
+def plan_steps(plan: DemoPlan, step_s: dict[str, float], elapsed_s: float) -> dict[str, int]:
+    """The recipe's steps, cut in proportion when --minutes would be exceeded (the figures then differ from the
+    recipe's); prints the ETA either way."""
+    per_validation_s = 25.0  # a few generated answers per task (measured: 20-30 s)
+    train_s = sum(plan.steps[n] * step_s[n] + plan.eval_points * per_validation_s for n in plan.steps)
+    steps = dict(plan.steps)
+    if plan.minutes is not None:
+        room = plan.minutes * 60 - elapsed_s - EVAL_RESERVE_S
+        if train_s > room:
+            factor = max(room, 60.0) / train_s
+            steps = {n: max(int(v * factor), 10) for n, v in steps.items()}
+            _say(f"--minutes {plan.minutes:g} leaves {max(room, 0) / 60:.1f} min for training, the recipe needs "
+                 f"{train_s / 60:.1f}: steps cut to {steps} (the README's figures are for the full recipe)")
+            train_s = sum(steps[n] * step_s[n] + plan.eval_points * per_validation_s for n in steps)
+    parts = ", ".join(f"{n} {steps[n]} x {step_s[n]:.2f} s" for n in steps)
+    _say(f"timing: {parts} -> training ETA {train_s / 60:.1f} min, then about {EVAL_RESERVE_S / 60:.0f} min "
+         f"of evaluation (finish in about {(elapsed_s + train_s + EVAL_RESERVE_S) / 60:.0f} min from the start)")
+    return steps
+
+
+def train_stage(plan: DemoPlan, data: Path, cache: Path | None, name: str, steps: int,
+                init_from: Path | None) -> Path:
     from usam.training.config import load_train_config
     from usam.training.trainer import train
 
-    out = plan.out / f"stage{stage}"
+    out = plan.out / name
     final = out / "final"
     if (final / "usam_weights.safetensors").exists():
-        _say(f"stage {stage}: {final} (reused)")
+        _say(f"{name}: {final} (reused)")
         return final
-    cfg_path = REPO_ROOT / "configs/train" / f"demo_stage{stage}.yaml"
+    recipe = stage_config(name)
     overrides = {
-        "model": model_sections(plan, stage),
+        "model": model_sections(plan),
         "output_dir": str(out),
         "seed": plan.seed,
         "data.train": [{"manifest": str(data / "train.jsonl"), "weight": 1.0}],
         "data.valid": [str(data / "valid.jsonl")],
         "data.cache_dir": str(cache) if cache else None,
-        "data.max_samples": plan.max_samples,
         "schedule.max_steps": steps,
         # evenly spaced, the last on the final step (the trainer validates after its last step; ceil avoids a
         # second validation next to it)
@@ -251,8 +271,8 @@ def train_stage(plan: DemoPlan, data: Path, cache: Path | None, stage: int, step
     }
     if init_from is not None:
         overrides["init_from"] = str(init_from)
-    cfg = load_train_config(cfg_path, overrides)
-    _say(f"stage {stage}: {steps} optimiser steps -> {final}")
+    cfg = load_train_config(REPO_ROOT / "configs/train" / dict(STAGES)[name], overrides)
+    _say(f"{name}: {steps} optimiser steps -> {final}")
     summary = train(cfg)
     return Path(summary.get("final", final))
 
@@ -310,7 +330,7 @@ def whisper_reference(plan: DemoPlan, data: Path) -> dict[str, dict]:
 
 
 def headline(plan: DemoPlan, results: dict[str, dict], data: Path, references: dict[str, dict]) -> dict:
-    """The issue's target figures per split: ASR WER, sound-event and instrument accuracy (cls by domain),
+    """The demo's target figures per split: ASR WER, sound-event and instrument accuracy (cls by domain),
     tempo and instrument question accuracy (qa by question type), captioning CIDEr-D, QA exact match."""
     from usam.data import read_manifest
     from usam.metrics import compute_metrics
@@ -396,48 +416,35 @@ def run(plan: DemoPlan) -> dict:
     cache = build_cache(plan, data, demo_model.get())
     clock.lap("cache", t)
     t = time.time()
-
-    def training_s_left() -> float:  # what the budget leaves for training (the rest is for the evaluation)
-        return max(clock.left_s() - plan.minutes * 60 * (1 - plan.train_share), 60.0)
-
-    step_s = {1: None, 2: None}
-    if plan.quick:
-        steps1 = 6
-    else:
+    step_s = {name: None for name, _ in STAGES}
+    steps = dict(plan.steps)
+    if not plan.quick:
         step_s = time_steps(plan, data, demo_model)
-        steps1 = max(int(training_s_left() * plan.stage1_share / step_s[1]), 10)
-        _say(f"timing: {step_s[1]:.2f} s per stage-1 step, {step_s[2]:.2f} s per stage-2 step -> stage 1 "
-             f"{steps1} steps")
+        steps = plan_steps(plan, step_s, clock.elapsed_s())
     demo_model.release()
     clock.lap("timing", t)
-    t = time.time()
-    stage1 = train_stage(plan, data, cache, 1, steps1, None)
-    clock.lap("stage1", t)
-    if plan.freeze_encoders_in_stage2:
+    previous = None
+    for name, _ in STAGES:
         t = time.time()
-        cache = build_stage2_cache(plan, data, stage1)
-        clock.lap("cache_stage2", t)
-    steps2 = 10 if plan.quick else max(int(training_s_left() / step_s[2]), 10)
+        previous = train_stage(plan, data, cache, name, steps[name], previous)
+        clock.lap(name, t)
+    final = previous
     t = time.time()
-    stage2 = train_stage(plan, data, cache, 2, steps2, stage1)
-    clock.lap("stage2", t)
-    t = time.time()
-    results = evaluate_test(plan, stage2, data)
+    results = evaluate_test(plan, final, data)
     clock.lap("evaluation", t)
     t = time.time()
     references = whisper_reference(plan, data)
     clock.lap("whisper_reference", t)
     t = time.time()
-    curve = score_curve([plan.out / "stage1", plan.out / "stage2"])
-    plots = make_plots(plan, stage2, curve)
-    answers = answer_examples(stage2, data)
+    curve = score_curve([plan.out / name for name, _ in STAGES])
+    plots = make_plots(plan, final, curve)
+    answers = answer_examples(final, data)
     clock.lap("answers", t)
     main = results.get("test") or {}
-    summary = {"model": str(stage2), "figures": headline(plan, results, data, references),
+    summary = {"model": str(final), "figures": headline(plan, results, data, references),
                "metrics": {split: r.get("metrics") for split, r in results.items() if r},
                "expert_usage": main.get("expert_usage"), "plots": plots, "answers": answers,
-               "steps": {"stage1": steps1, "stage2": steps2}, "step_s": step_s, "curve": curve,
-               "timings_s": plan.timings,
+               "steps": steps, "step_s": step_s, "curve": curve, "timings_s": plan.timings,
                "wall_s": round(time.time() - clock.start, 1), "peak_rss_mb": peak_rss_mb()}
     (plan.out / "demo_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     print_summary(plan, summary)
@@ -458,12 +465,12 @@ def make_plots(plan: DemoPlan, model_dir: Path, curve: list[dict]) -> list[str]:
     from usam.training.plots import plot_run, plot_score_curve
 
     paths = []
-    for stage in (1, 2):
-        paths += [str(p) for p in plot_run(plan.out / f"stage{stage}")]
+    for name, _ in STAGES:
+        paths += [str(p) for p in plot_run(plan.out / name)]
     write_report([plan.out / "eval"], plan.out / "report")
     paths += [str(p) for p in (plan.out / "report").glob("*.png")]
     # quality against minutes over both stages (--eval-points sets the resolution)
-    curve_png = plot_score_curve(curve, plan.out / "report" / "quality_curve.png", ["stage 1", "stage 2"])
+    curve_png = plot_score_curve(curve, plan.out / "report" / "quality_curve.png", [name for name, _ in STAGES])
     return paths + ([str(curve_png)] if curve_png and str(curve_png) not in paths else [])
 
 

@@ -73,7 +73,7 @@ class USAMModel(nn.Module):
         self.qformer = build_window_connector(config.qformer, input_dim, config.window_frames, config.stride_frames)
         self.projector = TaskAwareMoEProjector(config.projector, self.qformer.output_dim, llm_dim)
         self.sacl = SemanticAwareContrastiveLoss(config.loss.sacl, llm_dim) if config.loss.lambda_sac > 0 else None
-        self.ctc = CTCAlignment(llm_dim) if config.loss.lambda_ctc > 0 else None
+        self.ctc = CTCAlignment(llm_dim, vocab_rows=config.loss.ctc_vocab_rows) if config.loss.lambda_ctc > 0 else None
         if self.projector.output_norm is not None:
             with torch.no_grad():  # audio tokens start at the scale of the LLM's text tokens
                 rms = llm.get_input_embeddings().weight.float().pow(2).mean().sqrt()

@@ -1,4 +1,4 @@
-"""Task-aware mixture-of-experts projector (DESIGN 5).
+"""Task-aware mixture-of-experts projector (docs/architecture.md, step 5).
 
 E independent expert MLPs (an nn.ModuleList, never `[m] * E`: defect 1) map each Q-Former token into the
 LLM's space. The router sees the token and the instruction embedding g (one per sample, the same for all

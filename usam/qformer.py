@@ -1,4 +1,4 @@
-"""Window-level Q-Former (DESIGN 4), as in SALMONN: a few learned queries per window of frames.
+"""Window-level Q-Former (docs/architecture.md, step 4), as in SALMONN: a few learned queries per window of frames.
 
 U (B, T, D_in) is cut into windows of `w` frames every `s` frames. Windows start while their first frame is
 valid, so the tail window is kept (masked inside). Each layer: self-attention over the window's queries,

@@ -1,4 +1,4 @@
-"""Semantic-aware contrastive loss (DESIGN, "SACL"), with every defect 8 of the paper's code fixed:
+"""Semantic-aware contrastive loss (docs/architecture.md, "SACL"), with every defect 8 of the paper's code fixed:
 per-sample min-max over valid tokens, a straight-through hard selection, softmax over tokens, cosine
 similarities, the full B x B score matrix, and no pad rows in the text.
 """

@@ -40,7 +40,7 @@ def classification_probe(train: list[tuple[torch.Tensor, str]], tests: dict[str,
         loss.backward()
         opt.step()
         if step in eval_at or step == steps:
-            point = {"step": step, "train_loss": round(float(loss), 4)}
+            point = {"step": step, "train_loss": round(loss.item(), 4)}
             with torch.no_grad():
                 for split, rows in tests.items():
                     if rows:
@@ -126,7 +126,7 @@ def ctc_probe(train: list[tuple[torch.Tensor, list[int]]], tests: dict[str, list
         loss.backward()
         opt.step()
         if step in eval_at or step == steps:
-            point = {"step": step, "train_loss": round(float(loss), 4)}
+            point = {"step": step, "train_loss": round(loss.item(), 4)}
             with torch.no_grad():
                 for split, rows in tests.items():
                     hyps = []

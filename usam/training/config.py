@@ -92,6 +92,9 @@ class LoggingSettings:
 @dataclass
 class TrainConfig:
     model: dict = field(default_factory=dict)
+    # dotted keys set inside the model sections ({"loss.lambda_ce": 0.0}): one model YAML serves several
+    # stages that differ in a few settings (already folded into `model` once loaded)
+    model_overrides: dict = field(default_factory=dict)
     init_from: str | None = None
     stage: int = 1
     output_dir: str = "runs/default"
@@ -235,6 +238,11 @@ def load_train_config(path: str | Path | None, overrides: list[str] | dict | Non
     data["model"] = _fix_floats(_model_sections(data["model"], base or REPO_ROOT))
     for key, value in ov.items():
         _set_dotted(data, key, value)
+    model_overrides = data.get("model_overrides") or {}
+    if not isinstance(model_overrides, dict):
+        raise ValueError(f"{path}: model_overrides must be a mapping of dotted keys (loss.lambda_ce: 0.0)")
+    for key, value in _fix_floats(model_overrides).items():
+        _set_dotted(data["model"], key, value)
     cfg = _build(TrainConfig, data, "config")
     validate(cfg)
     return cfg
