@@ -22,6 +22,7 @@ from usam.align import align_streams
 from usam.config import USAMConfig
 from usam.encoders import EncoderOutput, build_encoder
 from usam.llm import load_llm, load_tokenizer
+from usam.precision import run_in
 from usam.projector import TaskAwareMoEProjector
 from usam.qformer import build_window_connector
 from usam.sacl import SemanticAwareContrastiveLoss
@@ -114,6 +115,15 @@ class USAMModel(nn.Module):
                 encoder.eval()
         if not any(p.requires_grad for p in self.llm.parameters()):
             self.llm.eval()
+            if mode and self.config.llm.gradient_checkpointing:
+                # transformers checkpoints a decoder layer only in training mode, yet stage 1 backpropagates
+                # through every frozen layer to the audio tokens: flag the layers themselves (not their
+                # children) as training, so they checkpoint while their attention and dropout stay in eval
+                from transformers.modeling_layers import GradientCheckpointingLayer
+
+                for module in self.llm.modules():
+                    if isinstance(module, GradientCheckpointingLayer) and module.gradient_checkpointing:
+                        module.training = True
         return self
 
     def trainable_parameters(self):
@@ -163,8 +173,7 @@ class USAMModel(nn.Module):
                               device=audio_lengths.device)
         streams = {name: encoder_outputs[name] for name in self.encoders}
         aligned = align_streams(streams, frames)
-        dtype = next(self.qformer.parameters()).dtype
-        tokens, mask = self.qformer(aligned.features.to(dtype), aligned.mask)
+        tokens, mask = run_in(self.qformer, aligned.features, aligned.mask)
         projected = self.projector(tokens, mask, instruction)
         return projected.tokens, mask, projected
 

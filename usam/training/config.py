@@ -101,6 +101,9 @@ class TrainConfig:
     # "bf16": forward passes under torch.autocast with fp32 master weights. Meant for CPU runs (1.5x faster per
     # step on this AVX512-BF16 machine; /tmp figures in the demo notes); on GPU use DeepSpeed's bf16 section.
     autocast: str | None = None
+    # Keep DeepSpeed's bf16 engine on without CUDA (bf16 weights, fp32 master copies on the CPU accelerator).
+    # Off: CPU runs train in fp32. The CPU test tier turns it on to run the GPU recipes' precision path.
+    bf16_on_cpu: bool = False
     data: DataSettings = field(default_factory=DataSettings)
     optim: OptimSettings = field(default_factory=OptimSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
@@ -283,9 +286,9 @@ def load_deepspeed_config(cfg: TrainConfig, world_size: int, cuda: bool) -> dict
         ds["gradient_clipping"] = float(cfg.schedule.grad_clip or 0.0)
     bf16 = ds.setdefault("bf16", {})
     if bf16.get("enabled", "auto") == "auto":
-        bf16["enabled"] = bool(cuda)
+        bf16["enabled"] = bool(cuda) or cfg.bf16_on_cpu
     if not cuda:
-        bf16["enabled"] = False  # fp32 on CPU
+        bf16["enabled"] = bool(bf16["enabled"]) and cfg.bf16_on_cpu  # fp32 on CPU unless asked
         ds.pop("fp16", None)
     torch_adam = cfg.optim.torch_adam if cfg.optim.torch_adam is not None else not cuda
     offload = ds.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none") == "cpu"
