@@ -231,7 +231,8 @@ class BEATsModel(nn.Module):
             x = self.post_extract_proj(x)
         step_padding = frame_padding.view(batch, steps, p).all(-1)  # a step is padding only if all its frames are
         token_padding = step_padding.repeat_interleave(freq, dim=1)
-        return self.encoder(x, token_padding), step_padding
+        # no key mask when nothing is padded: SDPA then gets attn_mask=None (flash-eligible without relative positions)
+        return self.encoder(x, token_padding if bool(token_padding.any()) else None), step_padding
 
 
 def load_beats_checkpoint(path) -> tuple[BEATsModel, dict]:
