@@ -294,6 +294,20 @@ class USAMModel(nn.Module):
             keep[key] = tensor.detach().to("cpu").clone().contiguous()  # clone: no shared storage in safetensors
         return keep
 
+    def saved_parameters(self) -> list[nn.Parameter]:
+        """The parameters `save_pretrained` reads (ZeRO-3 gathers only these): what `_saved_state` keeps, the LoRA
+        weights, and the whole LLM when it is written as a folder (random init or full fine-tuning)."""
+        whole_llm = not self.llm_pretrained or self.config.llm.train == "full"
+        out = []
+        for name, param in self.named_parameters():
+            if name.startswith("llm."):
+                if whole_llm or "lora_" in name:
+                    out.append(param)
+            elif not (name.startswith("encoders.") and self.encoders[name.split(".")[1]].pretrained
+                      and not param.requires_grad):
+                out.append(param)
+        return out
+
     def _base_llm_state(self) -> dict[str, torch.Tensor]:
         """The LLM's weights without LoRA, under the base model's own key names."""
         from peft import PeftModel
