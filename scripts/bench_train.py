@@ -4,6 +4,11 @@ live encoders vs the feature cache and duration-bucketed vs fixed-size batches.
 
     python scripts/bench_train.py                                  # tiny model, a generated corpus
     python scripts/bench_train.py --config configs/train/stage1.yaml --manifest data/x/train.jsonl --steps 50
+    python scripts/bench_train.py --checkpointing        # stage 1 with and without LLM activation checkpointing
+
+`--checkpointing` instead compares stage 1 with `llm.gradient_checkpointing` off and on (live encoders, bucketed):
+peak memory (GPU: max allocated; CPU: peak RSS) and the activations saved for backward per micro-batch (summed
+bytes of the tensors autograd keeps, counted with torch.autograd.graph.saved_tensors_hooks).
 
 Each variant runs in its own process (peak RSS is per process) through the real trainer (DeepSpeed, world
 size 1). Steps/s counts optimiser steps after the first (warm-up) step; audio s/s is the audio of those steps
@@ -23,7 +28,24 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+class SavedActivations:
+    """Bytes of the tensors autograd saves for backward, per forward pass (a checkpointed layer saves only its
+    inputs; its recomputation in the backward pass saves under the checkpoint's own hooks, not these)."""
+
+    def __init__(self):
+        self.total, self.passes = 0, 0
+
+    def pack(self, tensor):
+        self.total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    def per_pass_mb(self) -> float:
+        return self.total / max(self.passes, 1) / 2**20
+
+
 def run_variant(args, manifest: str, cache_dir: str | None, bucketing: bool, out: Path) -> dict:
+    import torch
+
     from usam.training.config import load_train_config
     from usam.training.trainer import Trainer
 
@@ -32,9 +54,19 @@ def run_variant(args, manifest: str, cache_dir: str | None, bucketing: bool, out
             "logging.tensorboard": False, "data.bucketing": bucketing, "data.batch_size": args.batch_size,
             "data.max_audio_seconds": args.max_audio_seconds, "data.max_samples": args.max_samples,
             "data.cache_dir": cache_dir, "data.num_workers": args.workers}
-    cfg = load_train_config(args.config, {**over, **dict(kv.split("=", 1) for kv in args.override)})
+    extra = dict(kv.split("=", 1) for kv in args.override)
+    cfg = load_train_config(args.config, {**over, **{k: yaml_value(v) for k, v in extra.items()}})
     trainer = Trainer(cfg)
     trainer.setup()
+    saved = SavedActivations()
+    forward = trainer.engine.forward
+
+    def counted_forward(*a, **k):  # (the engine's own forward: DeepSpeed's hooks run inside it)
+        saved.passes += 1
+        with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
+            return forward(*a, **k)
+
+    trainer.engine.forward = counted_forward
     times = []
     original_log = trainer.logger.log
 
@@ -52,7 +84,14 @@ def run_variant(args, manifest: str, cache_dir: str | None, bucketing: bool, out
     wall = times[-1][0] - times[0][0]
     audio = sum(r["audio_s"] for r in train[1:])  # audio seconds of the timed steps, all ranks
     return {"steps_per_s": (len(times) - 1) / wall, "audio_s_per_s": audio / wall,
-            "peak_mem_mb": max(r["peak_mem_mb"] for r in train), "final_loss": train[-1]["loss"]}
+            "peak_mem_mb": max(r["peak_mem_mb"] for r in train), "final_loss": train[-1]["loss"],
+            "saved_mb": saved.per_pass_mb()}
+
+
+def yaml_value(text: str):
+    import yaml
+
+    return yaml.safe_load(text)
 
 
 def main() -> int:
@@ -68,6 +107,8 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=2,
                    help="runs per variant, interleaved; the fastest is reported (the machine may be shared)")
     p.add_argument("--override", nargs="*", default=[], help="extra key=value overrides of the training config")
+    p.add_argument("--checkpointing", action="store_true",
+                   help="compare stage 1 with LLM activation checkpointing off and on (peak memory, saved activations)")
     p.add_argument("--variant", default=None, help=argparse.SUPPRESS)  # internal: run one variant, print JSON
     p.add_argument("--cache-dir", default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help=argparse.SUPPRESS)
@@ -86,6 +127,8 @@ def main() -> int:
         from usam.training.testing import write_corpus
 
         manifest = str(write_corpus(tmp / "data", args.clips, min_s=1.0, max_s=8.0))
+    if args.checkpointing:
+        return compare_checkpointing(args, manifest, tmp)
     cache_dir = tmp / "cache"
     from usam.training.config import load_train_config
 
@@ -116,6 +159,27 @@ def main() -> int:
         enc, batches = variant.split(",")
         print(f"{enc:<10}{batches:<10}{r['steps_per_s']:>9.2f}{r['audio_s_per_s']:>11.1f}{r['peak_mem_mb']:>10.0f}"
               f"{r['final_loss']:>11.4f}")
+    return 0
+
+
+def compare_checkpointing(args, manifest: str, tmp: Path) -> int:
+    print(f"config {args.config} (stage 1, live encoders, bucketed), {args.steps} steps per variant; "
+          f"overrides {args.override or 'none'}")
+    print(f"{'checkpointing':<15}{'steps/s':>9}{'peak MB':>10}{'saved MB/pass':>15}{'last loss':>11}")
+    results = {}
+    base = list(args.override)
+    for on in (False, True):
+        args.override = base + [f"model.llm.gradient_checkpointing={str(on).lower()}", "stage=1"]
+        r = _run_one(args, "live,bucketed", manifest, tmp / "no_cache", tmp / f"ckpt_{on}")
+        args.override = base
+        if r is None:
+            return 1
+        results[on] = r
+        print(f"{'on' if on else 'off':<15}{r['steps_per_s']:>9.2f}{r['peak_mem_mb']:>10.0f}{r['saved_mb']:>15.1f}"
+              f"{r['final_loss']:>11.4f}")
+    off, on = results[False], results[True]
+    print(f"checkpointing: peak memory {on['peak_mem_mb'] - off['peak_mem_mb']:+.0f} MB, saved activations "
+          f"{on['saved_mb'] / max(off['saved_mb'], 1e-9):.2f}x")
     return 0
 
 

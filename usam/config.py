@@ -121,6 +121,9 @@ class LLMSettings:
     lora: LoraSettings = field(default_factory=LoraSettings)
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
     gradient_checkpointing: bool = False
+    # transformers' attention kernel: auto (flash_attention_2 on CUDA when flash-attn is installed, else sdpa) |
+    # sdpa | flash_attention_2 | eager
+    attn_implementation: str = "auto"
     trust_remote_code: bool = False
     # A system message for every chat; None keeps the chat template's own default (some templates add a long one).
     system_prompt: str | None = None
@@ -220,6 +223,9 @@ class USAMConfig(PretrainedConfig):
             raise ValueError(f"config llm.train: {self.llm.train!r} is not one of frozen, lora, full")
         if self.llm.name_or_path is None and self.llm.architecture is None:
             raise ValueError("config llm: give name_or_path (pretrained) or architecture (random init)")
+        if self.llm.attn_implementation not in ("auto", "sdpa", "flash_attention_2", "eager"):
+            raise ValueError(f"config llm.attn_implementation: {self.llm.attn_implementation!r} is not one of auto, "
+                             "sdpa, flash_attention_2, eager")
         if self.projector.num_experts < 1:
             raise ValueError("config projector.num_experts must be >= 1")
         if self.projector.top_k is not None and not 1 <= self.projector.top_k <= self.projector.num_experts:

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -33,7 +34,7 @@ def whisper_log_mel(waveforms: torch.Tensor, mel_filters: torch.Tensor) -> torch
     window = torch.hann_window(WHISPER_N_FFT, device=waveforms.device)
     stft = torch.stft(waveforms.float(), WHISPER_N_FFT, WHISPER_HOP, window=window, return_complex=True)
     power = stft[..., :-1].abs() ** 2  # (B, 201, frames); the extractor drops the last frame
-    mel = mel_filters.to(waveforms.device).T @ power
+    mel = mel_filters.to(waveforms.device, torch.float32).T @ power
     log_spec = torch.clamp(mel, min=1e-10).log10()
     # dynamic range of 8 (log10) below each clip's own maximum, as the extractor does per sample
     peak = log_spec.amax(dim=(1, 2), keepdim=True)
@@ -94,7 +95,7 @@ def kaldi_fbank(waveforms: torch.Tensor, banks: torch.Tensor, lengths: torch.Ten
     window = torch.hann_window(KALDI_FRAME, periodic=False, device=frames.device).pow(0.85)  # povey
     frames = torch.nn.functional.pad(frames * window, (0, KALDI_NFFT - KALDI_FRAME))
     power = torch.fft.rfft(frames).abs().pow(2)  # (B, m, 257)
-    mel = power @ banks.to(power.device).T
+    mel = power @ banks.to(power.device, torch.float32).T
     log_mel = torch.log(torch.clamp(mel, min=torch.finfo(torch.float32).eps))
     if lengths is None:
         valid = torch.full((batch,), log_mel.shape[1], dtype=torch.long, device=log_mel.device)
@@ -103,6 +104,14 @@ def kaldi_fbank(waveforms: torch.Tensor, banks: torch.Tensor, lengths: torch.Ten
         keep = torch.arange(log_mel.shape[1], device=log_mel.device)[None, :] < valid[:, None]
         log_mel = torch.where(keep[..., None], log_mel, torch.full_like(log_mel, pad_value))
     return log_mel, valid
+
+
+@functools.lru_cache(maxsize=None)
+def front_end_filters(kind: str, num_bins: int, device: torch.device) -> torch.Tensor:
+    """The fp32 filter bank of a front end on `device`, built once per process. Kept out of the encoders'
+    buffers on purpose: a whole-model cast (`model.to(torch.bfloat16)`) would round them (usam.precision)."""
+    build = {"whisper": whisper_mel_filters, "kaldi": kaldi_mel_banks}[kind]
+    return build(num_bins).to(device)
 
 
 def ceil_div(a, b):

@@ -40,6 +40,17 @@ def resolve_dtype(name: str) -> torch.dtype:
         raise ValueError(f"config llm.dtype: {name!r} is not one of auto, float32, bfloat16, float16") from None
 
 
+def resolve_attn_implementation(name: str) -> str:
+    """`llm.attn_implementation` -> the name transformers takes; "auto" prefers FlashAttention-2 where it runs."""
+    if name != "auto":
+        return name
+    import importlib.util
+
+    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
 def load_tokenizer(settings: LLMSettings):
     source = settings.tokenizer or settings.name_or_path
     if source == "byte" or source is None:
@@ -57,13 +68,14 @@ def load_tokenizer(settings: LLMSettings):
 def load_llm(settings: LLMSettings):
     """(model, pretrained: bool). Random init when no name_or_path is given."""
     dtype = resolve_dtype(settings.dtype)
+    attn = resolve_attn_implementation(settings.attn_implementation)
     if settings.name_or_path:
         folder = resolve_path(settings.name_or_path, kind="llm")
         kwargs = {"gguf_file": settings.gguf_file} if settings.gguf_file else {}
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=settings.trust_remote_code,
-                                                     **kwargs)
+                                                     attn_implementation=attn, **kwargs)
         return model, True
     arch = dict(settings.architecture)
     model_type = arch.pop("model_type")
-    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **arch))
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **arch), attn_implementation=attn)
     return model.to(dtype), False

@@ -23,6 +23,7 @@ from usam.config import USAMConfig
 from usam.ctc import CTCAlignment
 from usam.encoders import EncoderOutput, build_encoder
 from usam.llm import load_llm, load_tokenizer
+from usam.precision import run_in
 from usam.projector import TaskAwareMoEProjector
 from usam.qformer import build_window_connector
 from usam.sacl import SemanticAwareContrastiveLoss
@@ -125,6 +126,15 @@ class USAMModel(nn.Module):
                 encoder.eval()
         if not any(p.requires_grad for p in self.llm.parameters()):
             self.llm.eval()
+            if mode and self.config.llm.gradient_checkpointing:
+                # transformers checkpoints a decoder layer only in training mode, yet stage 1 backpropagates
+                # through every frozen layer to the audio tokens: flag the layers themselves (not their
+                # children) as training, so they checkpoint while their attention and dropout stay in eval
+                from transformers.modeling_layers import GradientCheckpointingLayer
+
+                for module in self.llm.modules():
+                    if isinstance(module, GradientCheckpointingLayer) and module.gradient_checkpointing:
+                        module.training = True
         return self
 
     def trainable_parameters(self):
@@ -174,8 +184,7 @@ class USAMModel(nn.Module):
                               device=audio_lengths.device)
         streams = {name: encoder_outputs[name] for name in self.encoders}
         aligned = align_streams(streams, frames)
-        dtype = next(self.qformer.parameters()).dtype
-        tokens, mask = self.qformer(aligned.features.to(dtype), aligned.mask)
+        tokens, mask = run_in(self.qformer, aligned.features, aligned.mask)
         projected = self.projector(tokens, mask, instruction)
         return projected.tokens, mask, projected
 
@@ -337,6 +346,20 @@ class USAMModel(nn.Module):
                     continue
             keep[key] = tensor.detach().to("cpu").clone().contiguous()  # clone: no shared storage in safetensors
         return keep
+
+    def saved_parameters(self) -> list[nn.Parameter]:
+        """The parameters `save_pretrained` reads (ZeRO-3 gathers only these): what `_saved_state` keeps, the LoRA
+        weights, and the whole LLM when it is written as a folder (random init or full fine-tuning)."""
+        whole_llm = not self.llm_pretrained or self.config.llm.train == "full"
+        out = []
+        for name, param in self.named_parameters():
+            if name.startswith("llm."):
+                if whole_llm or "lora_" in name:
+                    out.append(param)
+            elif not (name.startswith("encoders.") and self.encoders[name.split(".")[1]].pretrained
+                      and not param.requires_grad):
+                out.append(param)
+        return out
 
     def _base_llm_state(self) -> dict[str, torch.Tensor]:
         """The LLM's weights without LoRA, under the base model's own key names."""

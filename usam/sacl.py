@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from usam.config import SACLSettings
+from usam.precision import run_in
 
 EPS = 1e-6
 
@@ -41,7 +42,8 @@ class SemanticAwareContrastiveLoss(nn.Module):
         a = nn.functional.normalize(audio, dim=-1)
         rel = torch.einsum("bnd,bd->bn", a, nn.functional.normalize(_masked_mean(nn.functional.normalize(text, dim=-1), text_mask), dim=-1))
         sal = torch.einsum("bnd,bd->bn", a, nn.functional.normalize(_masked_mean(a, audio_mask), dim=-1))
-        learned = torch.sigmoid(self.score_mlp(audio).squeeze(-1))
+        # the heads run in their own dtype (bf16 under DeepSpeed); the scores and all sums below are fp32
+        learned = torch.sigmoid(run_in(self.score_mlp, audio).float().squeeze(-1))
         beta = self.s.beta
         s = (1 - beta) * learned + beta * 0.5 * (_masked_minmax(rel, audio_mask) + _masked_minmax(sal, audio_mask))
         return s * audio_mask
@@ -63,7 +65,7 @@ class SemanticAwareContrastiveLoss(nn.Module):
         selected = audio * gate[..., None]
         n_slots = torch.ceil(self.s.kappa * n_sel.float()).long().clamp(min=1, max=self.s.max_slots)
         k_max = int(n_slots.max())
-        slot_logits = self.calibrator(selected)[..., :k_max].transpose(1, 2)  # (B, K, N)
+        slot_logits = run_in(self.calibrator, selected).float()[..., :k_max].transpose(1, 2)  # (B, K, N)
         slot_logits = slot_logits.masked_fill(~selected_mask[:, None, :], float("-inf"))
         weights = torch.softmax(slot_logits, dim=-1)  # over tokens: each slot is a convex mix of selected tokens
         slots = torch.einsum("bkn,bnd->bkd", weights, selected)
@@ -94,7 +96,7 @@ class SemanticAwareContrastiveLoss(nn.Module):
                           stacklevel=2)
             # 0, but through every head, so that all parameters get a (zero) gradient on every rank:
             # distributed gradient reduction expects the same parameters on each rank
-            heads = self.score_mlp(audio).sum() + self.calibrator(audio).sum()
+            heads = run_in(self.score_mlp, audio).float().sum() + run_in(self.calibrator, audio).float().sum()
             return heads * 0.0
         if not bool(keep.all()):
             audio, audio_mask, text, text_mask = audio[keep], audio_mask[keep], text[keep], text_mask[keep]

@@ -16,8 +16,9 @@ from torch import nn
 
 from usam.config import BEATsSettings
 from usam.encoders.base import AudioEncoder, EncoderOutput
-from usam.features import ceil_div, kaldi_fbank, kaldi_mel_banks
+from usam.features import ceil_div, front_end_filters, kaldi_fbank
 from usam.loading import load_strict, resolve_path
+from usam.precision import param_dtype
 
 FBANK_MEAN = 15.41663  # the official normalisation constants
 FBANK_STD = 6.55582
@@ -132,16 +133,21 @@ class RelativeSelfAttention(nn.Module):
         batch, length, _ = x.shape
         split = lambda t: t.view(batch, length, self.heads, self.head_dim).transpose(1, 2)  # noqa: E731
         q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))  # (B, H, T, d)
-        bias = torch.zeros(batch, self.heads, length, length, dtype=x.dtype, device=x.device)
+        # No dense (B, H, T, T) tensor unless the relative position bias needs one: without it the mask is None
+        # (SDPA may pick its flash kernel) or a broadcast boolean key mask (B, 1, 1, T). BEATs' gated relative
+        # bias is dense by design (a per-query gate times the shared (H, T, T) table), as in the official code.
+        mask = None
         if pos_bias is not None:
-            rel = pos_bias[None].to(x.dtype)
+            mask = pos_bias[None].to(x.dtype)  # (1, H, T, T)
             if self.gated:  # gate the shared bias per query, as the official gated relative position bias
                 gate_a, gate_b = torch.sigmoid(self.grep_linear(q).view(batch, self.heads, length, 2, 4).sum(-1)).chunk(2, dim=-1)
-                rel = (gate_a * (gate_b * self.grep_a - 1.0) + 2.0) * rel
-            bias = bias + rel
+                mask = (gate_a * (gate_b * self.grep_a - 1.0) + 2.0) * mask  # (B, H, T, T)
         if key_padding is not None:
-            bias = bias.masked_fill(key_padding[:, None, None, :], float("-inf"))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
+            if mask is None:
+                mask = ~key_padding[:, None, None, :]  # True: attend
+            else:
+                mask = mask.masked_fill(key_padding[:, None, None, :], float("-inf"))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                              dropout_p=self.dropout if self.training else 0.0, scale=self.scaling)
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, -1))
 
@@ -225,7 +231,8 @@ class BEATsModel(nn.Module):
             x = self.post_extract_proj(x)
         step_padding = frame_padding.view(batch, steps, p).all(-1)  # a step is padding only if all its frames are
         token_padding = step_padding.repeat_interleave(freq, dim=1)
-        return self.encoder(x, token_padding), step_padding
+        # no key mask when nothing is padded: SDPA then gets attn_mask=None (flash-eligible without relative positions)
+        return self.encoder(x, token_padding if bool(token_padding.any()) else None), step_padding
 
 
 def load_beats_checkpoint(path) -> tuple[BEATsModel, dict]:
@@ -252,20 +259,20 @@ class BEATsAudioEncoder(AudioEncoder):
         self.patch = arch.input_patch_size
         self.output_dim = arch.encoder_embed_dim
         self.frame_rate = 100.0 / self.patch  # 10 ms fbank frames, one step per patch: 6.25 Hz
-        self.register_buffer("mel_banks", kaldi_mel_banks(128), persistent=False)
 
     def architecture(self) -> dict:
         return asdict(self.model.arch)
 
     def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
         # fbank of the int16-scaled wave; frames past a clip's end take the normalised value 0
-        fbank, frames = kaldi_fbank(audio.float() * 2 ** 15, self.mel_banks, lengths, pad_value=FBANK_MEAN)
+        banks = front_end_filters("kaldi", 128, audio.device)  # fp32 whatever the model's dtype (usam.precision)
+        fbank, frames = kaldi_fbank(audio.float() * 2 ** 15, banks, lengths, pad_value=FBANK_MEAN)
         fbank = (fbank - FBANK_MEAN) / (2 * FBANK_STD)
         steps = ceil_div(frames, self.patch)  # the tail step is kept (padded), not dropped
         total = int(steps.max()) * self.patch
         fbank = F.pad(fbank[:, :total], (0, 0, 0, max(0, total - fbank.shape[1])))
         frame_padding = torch.arange(total, device=audio.device)[None, :] >= frames[:, None]
-        tokens, step_padding = self.model(fbank.to(self.model.patch_embedding.weight.dtype), frame_padding)
+        tokens, step_padding = self.model(fbank.to(param_dtype(self.model)), frame_padding)
         batch, n_steps = step_padding.shape
         features = tokens.view(batch, n_steps, -1, tokens.shape[-1]).mean(dim=2)  # pool the 8 frequency tokens
         return EncoderOutput(features, ~step_padding)

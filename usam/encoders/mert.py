@@ -5,9 +5,16 @@ we read the config fields that HubertConfig knows, refuse the MERT-only options 
 computation (CQT features, deep norm, attention relaxation), check that the checkpoint's key names map
 onto HubertModel's, and load strictly. Input is resampled 16 -> 24 kHz (julius, a sinc resampler in torch)
 and normalised per clip as MERT's feature extractor does. A learned softmax mixes the hidden states.
+
+A batch runs as one pass, whatever the norm of the first conv. MERT-v1's `feat_extract_norm: group` normalises
+each channel over time, which would see the padding: that GroupNorm is swapped for `MaskedGroupNorm` (same
+weights and names) whose statistics cover each clip's own frames only, so a clip's features do not depend on
+its batch. (One pass per clip would also make the number of passes data-dependent, which ZeRO-3's per-module
+parameter gathers cannot follow when ranks hold different numbers of clips.)
 """
 from __future__ import annotations
 
+import functools
 import json
 
 import julius
@@ -18,11 +25,13 @@ from transformers import HubertConfig, HubertModel
 from usam.config import SAMPLE_RATE, MERTSettings
 from usam.encoders.base import AudioEncoder, EncoderOutput
 from usam.loading import load_state_dict, load_strict, resolve_path
+from usam.precision import param_dtype
 
 # MERT config fields that would change the computation if set; they must be off for HubertModel to be exact.
 _UNSUPPORTED = {"feature_extractor_cqt": False, "deepnorm": False, "conv_pos_batch_norm": False}
-# Pre-training heads in MERT checkpoints that the encoder does not use.
-_DROPPED_PREFIXES = ("final_proj.", "label_embs_concat", "label_embs", "masked_spec_embed")
+# Pre-training heads in MERT checkpoints that the encoder does not use. (`masked_spec_embed` is kept: a trained
+# MERT replaces masked frames with it when SpecAugment is on, as with `train: full`.)
+_DROPPED_PREFIXES = ("final_proj.", "label_embs_concat", "label_embs")
 
 
 def _hubert_key(name: str) -> str:
@@ -49,10 +58,50 @@ def load_mert(folder) -> HubertModel:
         key = _hubert_key(name)
         if not key.startswith(_DROPPED_PREFIXES):
             state[key] = tensor
-    if "masked_spec_embed" in model.state_dict():  # unused at inference; keep the model's own
-        state.setdefault("masked_spec_embed", model.state_dict()["masked_spec_embed"])
+    if "masked_spec_embed" in model.state_dict() and "masked_spec_embed" not in state:
+        state["masked_spec_embed"] = model.state_dict()["masked_spec_embed"]  # a checkpoint saved without it
     load_strict(model, state, str(folder))
     return model
+
+
+class MaskedGroupNorm(nn.GroupNorm):
+    """GroupNorm over time (x: (B, C, T)) whose statistics read only each clip's first `frames[b]` frames.
+    `frames` (B,) is set by the encoder around each pass; None behaves as nn.GroupNorm. Computes in fp32."""
+
+    frames: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.frames is None:
+            return super().forward(x)
+        batch, channels, length = x.shape
+        keep = (torch.arange(length, device=x.device)[None, :] < self.frames[:, None]).float()  # (B, T)
+        grouped = x.float().view(batch, self.num_groups, channels // self.num_groups, length)  # (B, G, C/G, T)
+        m = keep[:, None, None, :]
+        count = m.sum((2, 3), keepdim=True) * (channels // self.num_groups)
+        mean = (grouped * m).sum((2, 3), keepdim=True) / count
+        var = ((grouped - mean).pow(2) * m).sum((2, 3), keepdim=True) / count
+        y = ((grouped - mean) * torch.rsqrt(var + self.eps)).view(batch, channels, length)
+        if self.affine:
+            y = y * self.weight.float()[None, :, None] + self.bias.float()[None, :, None]
+        return y.to(x.dtype)
+
+
+def _masked_group_norm(model: HubertModel) -> MaskedGroupNorm | None:
+    """Swap the first conv layer's GroupNorm (feat_extract_norm: group) for a MaskedGroupNorm; returns it."""
+    first = model.feature_extractor.conv_layers[0]
+    norm = getattr(first, "layer_norm", None)
+    if not isinstance(norm, nn.GroupNorm):
+        return None
+    masked = MaskedGroupNorm(norm.num_groups, norm.num_channels, norm.eps, norm.affine).to(norm.weight)
+    masked.load_state_dict(norm.state_dict())
+    first.layer_norm = masked
+    return masked
+
+
+@functools.lru_cache(maxsize=None)
+def _resampler(old_sr: int, new_sr: int, device: torch.device) -> julius.ResampleFrac:
+    """julius' sinc resampler (its kernel built once per rate pair and device), fp32."""
+    return julius.ResampleFrac(old_sr, new_sr).to(device)
 
 
 class MERTAudioEncoder(AudioEncoder):
@@ -72,8 +121,13 @@ class MERTAudioEncoder(AudioEncoder):
         self.frame_rate = self.sample_rate / self.hop  # 75 Hz for MERT-v1
         n_states = config.num_hidden_layers + 1
         self.layer_weights = nn.Parameter(torch.zeros(n_states)) if settings.layer_mix else None
-        # GroupNorm over time in the first conv sees padding: such models run one clip at a time (exact).
-        self.per_clip = config.feat_extract_norm == "group"
+        # GroupNorm over time in the first conv would see padding: its statistics are masked per clip instead
+        self.group_norm = _masked_group_norm(self.model)
+        # input samples one output frame reads (400 at 24 kHz for MERT-v1); shorter clips are zero-padded to it
+        self.receptive_field, step = config.conv_kernel[0], config.conv_stride[0]
+        for kernel, stride in zip(config.conv_kernel[1:], config.conv_stride[1:]):
+            self.receptive_field += (kernel - 1) * step
+            step *= stride
         # The hidden states are collected with our own hooks on the encoder layers: transformers 5's
         # `output_hidden_states` capture intermittently returned an empty tuple inside our training step.
         self._states: list[torch.Tensor] = []
@@ -100,13 +154,24 @@ class MERTAudioEncoder(AudioEncoder):
         return samples.clamp(min=1)
 
     def _resample(self, audio: torch.Tensor, lengths: torch.Tensor):
-        """Each clip resampled over its own valid region, then normalised to zero mean and unit variance."""
-        clips = []
-        for b, n in enumerate(lengths.tolist()):
-            x = julius.resample_frac(audio[b, :n].float(), SAMPLE_RATE, self.sample_rate)
-            clips.append((x - x.mean()) / torch.sqrt(x.var(unbiased=False) + 1e-7))
-        new_lengths = torch.tensor([c.shape[0] for c in clips], device=audio.device)
-        return torch.nn.utils.rnn.pad_sequence(clips, batch_first=True), new_lengths
+        """(B, n) at 16 kHz -> (B, m) at `sample_rate`, each clip resampled over its own valid region (as a lone
+        clip would be: julius pads with the last sample, so the padding here repeats each clip's last sample),
+        normalised to zero mean and unit variance over its valid samples, zero after them, and zero-padded to at
+        least the receptive field. One batched resample, in fp32."""
+        n = audio.shape[1]
+        keep = torch.arange(n, device=audio.device)[None, :] < lengths[:, None]  # (B, n)
+        last = audio.gather(1, (lengths - 1).clamp(min=0)[:, None])  # (B, 1)
+        wave = torch.where(keep, audio, last).float()
+        wave = _resampler(SAMPLE_RATE, self.sample_rate, audio.device)(wave)  # (B, floor(n * 3 / 2))
+        new_lengths = torch.div(lengths * self.sample_rate, SAMPLE_RATE, rounding_mode="floor")
+        valid = (torch.arange(wave.shape[1], device=wave.device)[None, :] < new_lengths[:, None]).float()
+        count = valid.sum(1, keepdim=True).clamp(min=1)
+        mean = (wave * valid).sum(1, keepdim=True) / count
+        var = ((wave - mean).pow(2) * valid).sum(1, keepdim=True) / count
+        wave = (wave - mean) / torch.sqrt(var + 1e-7) * valid
+        if wave.shape[1] < self.receptive_field:
+            wave = nn.functional.pad(wave, (0, self.receptive_field - wave.shape[1]))
+        return wave, new_lengths.clamp(min=self.receptive_field)
 
     def _run(self, wave: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         """All hidden states (input to layer 0, then each layer's output; the last one is the model's final output,
@@ -117,14 +182,16 @@ class MERTAudioEncoder(AudioEncoder):
         return (*states[:-1], last)
 
     def _hidden_states(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        dtype = next(self.model.parameters()).dtype
-        if not self.per_clip:
-            mask = (torch.arange(wave.shape[1], device=wave.device)[None, :] < lengths[:, None]).long()
-            return self._run(wave.to(dtype), mask)
-        per_clip = [self._run(wave[b: b + 1, : int(n)].to(dtype), None) for b, n in enumerate(lengths.tolist())]
-        longest = max(h[0].shape[1] for h in per_clip)
-        pad = lambda t: nn.functional.pad(t, (0, 0, 0, longest - t.shape[1]))  # noqa: E731
-        return tuple(torch.cat([pad(h[i]) for h in per_clip]) for i in range(len(per_clip[0])))
+        """One pass over the batch; every clip's valid frames as if it ran alone."""
+        mask = (torch.arange(wave.shape[1], device=wave.device)[None, :] < lengths[:, None]).long()
+        if self.group_norm is None:
+            return self._run(wave.to(param_dtype(self.model)), mask)
+        kernel, stride = self.model.config.conv_kernel[0], self.model.config.conv_stride[0]
+        self.group_norm.frames = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
+        try:
+            return self._run(wave.to(param_dtype(self.model)), mask)
+        finally:
+            self.group_norm.frames = None
 
     def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
         wave, wave_lengths = self._resample(audio, lengths)

@@ -13,8 +13,9 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from usam.config import SAMPLE_RATE, WhisperSettings
 from usam.encoders.base import AudioEncoder, EncoderOutput
-from usam.features import WHISPER_CHUNK_SAMPLES, ceil_div, whisper_log_mel, whisper_mel_filters
+from usam.features import WHISPER_CHUNK_SAMPLES, ceil_div, front_end_filters, whisper_log_mel
 from usam.loading import load_state_dict, load_strict, resolve_path
+from usam.precision import param_dtype
 
 SAMPLES_PER_FRAME = SAMPLE_RATE // 50  # 320: conv stride 2 over a 160-sample hop
 
@@ -37,7 +38,6 @@ class WhisperAudioEncoder(AudioEncoder):
         self.config = config
         self.true_length = settings.true_length
         self.output_dim = config.d_model
-        self.register_buffer("mel_filters", whisper_mel_filters(config.num_mel_bins), persistent=False)
 
     def architecture(self) -> dict:
         return self.config.to_diff_dict()
@@ -59,9 +59,13 @@ class WhisperAudioEncoder(AudioEncoder):
         # True-length path: the WhisperEncoder.forward insists on 3000 mel frames, so run its parts here.
         enc = self.encoder
         t_out = int(frames.max())
-        x = torch.nn.functional.gelu(enc.conv1(mel[..., : 2 * t_out]))
-        x = torch.nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)  # (C, t_out, D)
-        x = x + enc.embed_positions.weight[:t_out]
+        # conv2's output frame t reads conv1 frames 2t-1..2t+1, which read mel frames up to 2t+2: keep mel frame
+        # 2 t_out, so that the last valid frame of the longest clip reads real mel, not conv padding (its
+        # features would otherwise depend on whether a longer clip shares the batch)
+        x = torch.nn.functional.gelu(enc.conv1(mel[..., : 2 * t_out + 1]))
+        x = torch.nn.functional.gelu(enc.conv2(x))[..., :t_out].permute(0, 2, 1)  # (C, t_out, D)
+        # through the module, not `.weight[:t_out]`: ZeRO-3 gathers a partitioned weight only in its forward
+        x = x + enc.embed_positions(torch.arange(t_out, device=x.device))
         x = torch.nn.functional.dropout(x, p=enc.dropout, training=self.training)
         keep = torch.arange(t_out, device=x.device)[None, :] < frames[:, None]  # (C, T)
         bias = torch.zeros(keep.shape, dtype=x.dtype, device=x.device).masked_fill(~keep, torch.finfo(x.dtype).min)
@@ -72,7 +76,8 @@ class WhisperAudioEncoder(AudioEncoder):
 
     def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
         chunks, valid, owner = self._chunks(audio, lengths)
-        mel = whisper_log_mel(chunks, self.mel_filters).to(self.encoder.conv1.weight.dtype)
+        filters = front_end_filters("whisper", self.config.num_mel_bins, chunks.device)  # fp32 (usam.precision)
+        mel = whisper_log_mel(chunks, filters).to(param_dtype(self.encoder))  # (C, n_mels, 3000)
         frames = ceil_div(valid, SAMPLES_PER_FRAME)  # valid output frames per chunk
         hidden = self._run(mel, frames)
         # concatenate each clip's valid frames over its chunks

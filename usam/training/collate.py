@@ -54,6 +54,13 @@ class Collated:
     audio_seconds: float = 0.0
     num_tokens: int = 0
 
+    def pin_memory(self) -> "Collated":
+        """DataLoader(pin_memory=True) calls this in its pinning thread: page-locked tensors are copied to the GPU
+        asynchronously (`non_blocking=True` in the trainer)."""
+        if self.batch is not None:
+            self.batch = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in self.batch.items()}
+        return self
+
 
 def pad_features(rows: list[torch.Tensor]):
     """Per-sample valid features [(T_i, D)] -> EncoderOutput((C, T, D) zero-padded, (C, T) mask)."""

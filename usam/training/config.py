@@ -61,7 +61,9 @@ class OptimSettings:
     weight_decay: float = 1.0e-6
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1.0e-8
-    torch_adam: bool | None = None  # None: torch's AdamW on CPU (no op build), DeepSpeed's fused Adam on GPU
+    # None or true: torch's AdamW (fused kernel on CUDA; no op build, unlike DeepSpeed's FusedAdam, a JIT build
+    # that needs nvcc and ninja); ZeRO-Offload of the optimiser always uses DeepSpeed's CPU Adam. false: FusedAdam
+    torch_adam: bool | None = None
 
 
 @dataclass
@@ -104,6 +106,9 @@ class TrainConfig:
     # "bf16": forward passes under torch.autocast with fp32 master weights. Meant for CPU runs (1.5x faster per
     # step on this AVX512-BF16 machine; /tmp figures in the demo notes); on GPU use DeepSpeed's bf16 section.
     autocast: str | None = None
+    # Keep DeepSpeed's bf16 engine on without CUDA (bf16 weights, fp32 master copies on the CPU accelerator).
+    # Off: CPU runs train in fp32. The CPU test tier turns it on to run the GPU recipes' precision path.
+    bf16_on_cpu: bool = False
     data: DataSettings = field(default_factory=DataSettings)
     optim: OptimSettings = field(default_factory=OptimSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
@@ -291,17 +296,18 @@ def load_deepspeed_config(cfg: TrainConfig, world_size: int, cuda: bool) -> dict
         ds["gradient_clipping"] = float(cfg.schedule.grad_clip or 0.0)
     bf16 = ds.setdefault("bf16", {})
     if bf16.get("enabled", "auto") == "auto":
-        bf16["enabled"] = bool(cuda)
+        bf16["enabled"] = bool(cuda) or cfg.bf16_on_cpu
     if not cuda:
-        bf16["enabled"] = False  # fp32 on CPU
+        bf16["enabled"] = bool(bf16["enabled"]) and cfg.bf16_on_cpu  # fp32 on CPU unless asked
         ds.pop("fp16", None)
-    torch_adam = cfg.optim.torch_adam if cfg.optim.torch_adam is not None else not cuda
     offload = ds.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none") == "cpu"
-    ds["optimizer"] = {"type": "AdamW", "params": {
-        "lr": cfg.optim.lr, "betas": list(cfg.optim.betas), "eps": cfg.optim.eps,
-        "weight_decay": cfg.optim.weight_decay,
-        # torch_adam is incompatible with ZeRO-Offload, which needs DeepSpeed's CPU Adam (an op build)
-        "torch_adam": bool(torch_adam) and not offload}}
+    # torch_adam is incompatible with ZeRO-Offload, which needs DeepSpeed's CPU Adam (an op build)
+    torch_adam = cfg.optim.torch_adam is not False and not offload
+    params = {"lr": cfg.optim.lr, "betas": list(cfg.optim.betas), "eps": cfg.optim.eps,
+              "weight_decay": cfg.optim.weight_decay, "torch_adam": torch_adam}
+    if torch_adam and cuda:
+        params["fused"] = True  # torch's fused AdamW kernel (DeepSpeed passes the other params to torch.optim.AdamW)
+    ds["optimizer"] = {"type": "AdamW", "params": params}
     if offload and not cuda:
         ds["zero_optimization"]["offload_optimizer"]["pin_memory"] = False
     return ds

@@ -81,7 +81,7 @@ class TrainData:
         generator = torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch)
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=self.collate,
                                              num_workers=self.cfg.data.num_workers, generator=generator,
-                                             persistent_workers=False)
+                                             persistent_workers=False, pin_memory=torch.cuda.is_available())
         return loader, sampler
 
 

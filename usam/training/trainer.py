@@ -94,7 +94,7 @@ def _to_device(batch: dict, device) -> dict:
     out = {}
     for key, value in batch.items():
         if isinstance(value, torch.Tensor):
-            out[key] = value.to(device)
+            out[key] = value.to(device, non_blocking=True)  # pinned by the DataLoader on GPU: an async copy
         else:
             out[key] = value
     return out
@@ -490,7 +490,8 @@ class Trainer:
     # ---------------------------------------------------------------------------------------------------
     def save_final(self) -> Path:
         """model.save_pretrained into output_dir/final (rank 0, atomically: a temp folder then a rename).
-        Under ZeRO-3 the partitioned weights are gathered first (a collective on every rank)."""
+        Under ZeRO-3 the weights it writes are gathered first (a collective on every rank); the frozen pretrained
+        bases, which it only references, stay partitioned."""
         import contextlib
 
         final = self.out / FINAL_DIR
@@ -498,7 +499,7 @@ class Trainer:
         if self.zero_stage == 3:
             import deepspeed
 
-            ctx = deepspeed.zero.GatheredParameters(list(self.model.parameters()), modifier_rank=None)
+            ctx = deepspeed.zero.GatheredParameters(self.model.saved_parameters(), modifier_rank=None)
         else:
             ctx = contextlib.nullcontext()
         with ctx:

@@ -1,0 +1,101 @@
+"""The GPU recipes' precision path on CPU: the scaled-down usam-8b (configs/model/usam-8b_scaled.yaml) trained
+under DeepSpeed's own bf16 engine (`bf16_on_cpu`), on 2 gloo ranks, ZeRO-2 and ZeRO-3, stage 1 then stage 2.
+One ZeRO-2 stage-1 run is in the default suite; the rest is slow."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from usam.training.testing import write_corpus
+
+REPO = Path(__file__).resolve().parents[1]
+SCALED = "configs/model/usam-8b_scaled.yaml"
+Z3_ALL = "deepspeed_overrides={zero_optimization.stage3_param_persistence_threshold: 0}"  # partition every weight
+
+
+def _launch(out: Path, zero: str, manifest: Path, stage: int, extra=()) -> list[dict]:
+    recipe = "configs/train/stage1_tiny.yaml" if stage == 1 else "configs/train/stage2_tiny.yaml"
+    overrides = [f"model={SCALED}", f"output_dir={out}", f"data.train=[{manifest}]", "data.valid=[]",
+                 "data.bucketing=false", "data.batch_size=2", "schedule.max_steps=2", "logging.log_every=1",
+                 "logging.eval_every=0", "logging.save_every=0", "logging.num_generate=0", "bf16_on_cpu=true",
+                 f"deepspeed=configs/deepspeed/{zero}.json", *([Z3_ALL] if zero == "zero3" else []), *extra]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "train/train.py",
+           "--config", recipe, "--no-progress", *overrides]
+    proc = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [1, 2]
+    assert all(math.isfinite(r[k]) and r[k] > 0 for r in train for k in ("ce", "sacl", "balance"))
+    return train
+
+
+def _assert_bf16_weights(final: Path) -> None:
+    """DeepSpeed's bf16 engine held the model in bf16: the saved trained weights are bf16."""
+    weights = load_file(str(final / "usam_weights.safetensors"))
+    assert weights and {str(t.dtype) for t in weights.values()} == {"torch.bfloat16"}
+    assert any(k.startswith("sacl.") for k in weights) and any("layer_weights" in k for k in weights)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bf16")
+    # 7 clips in batches of 2 over 2 ranks: the ranks' micro-batches differ in clip count
+    return root, write_corpus(root / "data", 7, max_s=1.2)
+
+
+@pytest.fixture(scope="module")
+def stage1_zero2(corpus):
+    root, manifest = corpus
+    _launch(root / "s1_zero2", "zero2", manifest, 1)
+    return root / "s1_zero2"
+
+
+def test_scaled_config_keeps_usam_8b_kinds_and_options():
+    big = yaml.safe_load((REPO / "configs/model/usam-8b.yaml").read_text())
+    small = yaml.safe_load((REPO / SCALED).read_text())
+    for section, keys in {"mert": ("feat_extract_norm", "do_stable_layer_norm"),
+                          "beats": ("deep_norm", "relative_position_embedding", "gru_rel_pos", "layer_norm_first"),
+                          "llm": ("model_type", "tie_word_embeddings")}.items():
+        for key in keys:
+            assert small[section]["architecture"][key] == big[section]["architecture"][key], (section, key)
+    for section in ("whisper", "beats", "mert"):
+        assert small[section]["train"] == big[section]["train"]
+    assert small["mert"]["layer_mix"] == big["mert"]["layer_mix"]
+    for key in ("train", "dtype", "gradient_checkpointing"):
+        assert small["llm"][key] == big["llm"][key]
+    assert small["llm"]["lora"]["targets"] == big["llm"]["lora"]["targets"]
+    assert small["projector"]["num_experts"] == big["projector"]["num_experts"]
+    assert small["qformer"]["num_layers"] == big["qformer"]["num_layers"]
+    assert all(small["loss"][k] > 0 for k in ("lambda_sac", "lambda_bal", "lambda_z"))
+
+
+def test_bf16_zero2_stage1_two_ranks(stage1_zero2):
+    _assert_bf16_weights(stage1_zero2 / "final")
+
+
+@pytest.mark.slow
+def test_bf16_zero3_stage1_two_ranks(corpus):
+    root, manifest = corpus
+    _launch(root / "s1_zero3", "zero3", manifest, 1)
+    _assert_bf16_weights(root / "s1_zero3" / "final")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("zero", ["zero2", "zero3"])
+def test_bf16_stage2_two_ranks(corpus, stage1_zero2, zero):
+    root, manifest = corpus
+    out = root / f"s2_{zero}"
+    _launch(out, zero, manifest, 2, [f"init_from={stage1_zero2 / 'final'}"])
+    _assert_bf16_weights(out / "final")
+    adapter = load_file(str(out / "final" / "llm_adapter" / "adapter_model.safetensors"))
+    before = load_file(str(stage1_zero2 / "final" / "llm_adapter" / "adapter_model.safetensors"))
+    assert set(adapter) == set(before) and any(("q_proj" in k or "v_proj" in k) for k in adapter)
+    assert any(not (adapter[k].float() == before[k].float()).all() for k in adapter)  # the LoRA trained
