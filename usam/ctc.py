@@ -54,6 +54,26 @@ class CTCAlignment(nn.Module):
             return nn.functional.ctc_loss(log_probs, torch.cat(chosen), input_lengths, target_lengths,
                                           blank=vocab.shape[0] - 1, reduction="mean", zero_infinity=True)
 
+    @torch.no_grad()
+    def greedy(self, tokens: torch.Tensor, mask: torch.Tensor, embeddings: torch.Tensor) -> list[list[int]]:
+        """Best path of each row over every vocabulary row and the blank, repeats merged and blanks dropped:
+        tokens (B, N, D), mask (B, N), embeddings (V, D) -> B lists of vocabulary ids (what the tokens spell)."""
+        with torch.autocast(tokens.device.type, enabled=False):
+            vocab = nn.functional.normalize(torch.cat([embeddings.float(), self.blank[None].float()]), dim=-1)
+            best = (nn.functional.normalize(tokens.float(), dim=-1) @ vocab.T).argmax(-1)  # (B, N)
+        blank = embeddings.shape[0]
+        out = []
+        for row, valid in zip(best.tolist(), mask.tolist()):
+            ids, last = [], None
+            for b, ok in zip(row, valid):
+                if not ok:
+                    continue
+                if b != last and b != blank:
+                    ids.append(b)
+                last = b
+            out.append(ids)
+        return out
+
     def _rows(self, targets: list[torch.Tensor], vocab_size: int, device):
         """(vocabulary ids of the softmax rows (K,), targets renumbered into those rows)."""
         needed = torch.unique(torch.cat(targets))

@@ -1,8 +1,8 @@
 """`usam demo`: train a real U-SAM offline on a CPU and show what it learned.
 
-Steps: synthetic corpus -> Whisper feature cache -> alignment (connector, BEATs and MERT spell each answer in the
-LLM's input embeddings by CTC; no LLM) -> stage 1 (connector, LLM frozen) -> stage 2 (LLM LoRA) -> evaluation on
-the test splits (every task) -> plots -> one answer each about a speech, a sound and a music clip.
+Steps: synthetic corpus -> Whisper feature cache -> alignment (the connector learns by CTC to spell each answer in
+the LLM's input embeddings, the LLM frozen and never run) -> stage 2 (LLM LoRA and the connector, every task) ->
+evaluation on the test splits (every task) -> plots -> one answer each about a speech, a sound and a music clip.
 The recipe is a fixed amount of work (corpus hours, steps of each stage in its training YAML), so its figures
 reproduce on another machine, only faster or slower; `--minutes` caps the wall time by cutting steps.
 """
@@ -21,9 +21,10 @@ from usam.training.config import REPO_ROOT
 logger = logging.getLogger("usam.demo")
 DEMO_MODEL = REPO_ROOT / "configs/model/demo.yaml"
 SYNTH_CONFIG = REPO_ROOT / "configs/synth/demo.yaml"
-# (run folder, training YAML): each stage starts from the previous one's weights
-STAGES = (("align", "demo_align.yaml"), ("stage1", "demo_stage1.yaml"), ("stage2", "demo_stage2.yaml"))
-QUICK_STEPS = {"align": 6, "stage1": 6, "stage2": 10}
+# (run folder, training YAML): each stage starts from the previous one's weights. The alignment stage takes the
+# place of a stage 1 through the frozen LLM: its steps cost a tenth as much (docs/demo.md)
+STAGES = (("align", "demo_align.yaml"), ("stage2", "demo_stage2.yaml"))
+QUICK_STEPS = {"align": 6, "stage2": 10}
 EVAL_RESERVE_S = 300.0  # what the evaluation, the reference and the plots take after training (measured: 4-5 min)
 
 
@@ -168,7 +169,7 @@ def build_cache(plan: DemoPlan, data: Path, model, name: str = "cache") -> Path:
 
 def time_steps(plan: DemoPlan, data: Path, demo_model: _DemoModel) -> dict[str, float]:
     """Seconds per optimiser step of each stage on a typical batch of its size (forward + backward + update, the
-    median of three): {"align": no LLM; "stage1": LLM frozen; "stage2": LoRA}, the frozen encoders' features
+    median of three): {"align": no LLM; "stage2": LoRA}, the frozen encoders' features
     from the cache as in training. Used for the ETA and the --minutes cap only: the work is fixed."""
     import torch
 
@@ -492,7 +493,8 @@ def print_summary(plan: DemoPlan, summary: dict) -> None:
     curve = summary.get("curve") or []
     if curve:
         _say("validation during training (a few generated answers per task; --eval-points sets how often)")
-        keys = [k for k in ("asr/wer", "cls/accuracy", "qa/exact_match", "aac/cider_d", "mc/cider_d", "s2tt/bleu")
+        keys = [k for k in ("asr/wer", "asr/ctc_wer", "cls/accuracy", "qa/exact_match", "aac/cider_d", "mc/cider_d",
+                            "s2tt/bleu")
                 if any(k in r for r in curve)]
         print("  " + f"{'stage':>5} {'step':>6} {'minutes':>8}" + "".join(f"{k:>16}" for k in keys))
         for r in curve:

@@ -283,6 +283,19 @@ class USAMModel(nn.Module):
         return self.ctc(tokens, mask, targets, embeddings)
 
     @torch.no_grad()
+    def ctc_transcribe(self, input_ids, instruction_mask=None, audio=None, audio_lengths=None,
+                       audio_sample_index=None, encoder_outputs=None, **_unused) -> list[list[int]]:
+        """What each clip's audio tokens spell through the CTC alignment head (loss.lambda_ctc > 0): greedy, over
+        the LLM's whole vocabulary; one list of token ids per clip. No LLM forward: a cheap view of how far the
+        connector has moved into the LLM's embedding space."""
+        if self.ctc is None:
+            raise ValueError("ctc_transcribe needs the CTC alignment head (loss.lambda_ctc > 0)")
+        _, info = self._inputs_embeds(input_ids, instruction_mask, audio, audio_lengths, audio_sample_index,
+                                      encoder_outputs)
+        vocab = torch.arange(self.llm.get_input_embeddings().num_embeddings, device=input_ids.device)
+        return self.ctc.greedy(info["tokens"], info["mask"], self.llm.get_input_embeddings()(vocab))
+
+    @torch.no_grad()
     def _audio_token_health(self, info, embeds, input_ids, answer_mask):
         tokens, mask = info["tokens"].float(), info["mask"]
         audio_norm = tokens[mask].norm(dim=-1).mean()

@@ -74,7 +74,8 @@ def main(args: argparse.Namespace) -> int:
     from usam.probes.heads import classification_probe, ctc_probe, pooled
 
     data = Path(args.data)
-    splits = {"train": _entries(data, "train.jsonl"), "test": _entries(data, "test.jsonl"),
+    splits = {"train": _entries(data, "train.jsonl"), "valid": _entries(data, "valid.jsonl"),
+              "test": _entries(data, "test.jsonl"),
               "general": _entries(data, "test_general.jsonl"), "timbre": _entries(data, "test_timbre.jsonl")}
     if not splits["train"]:
         print(f"usam probe: error: {data / 'train.jsonl'} is missing or empty", file=sys.stderr)

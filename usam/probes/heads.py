@@ -73,23 +73,6 @@ class StackedFrameProjector(nn.Module):
         return self.net(x) * mask[..., None], mask
 
 
-def ctc_greedy(ctc: CTCAlignment, tokens: torch.Tensor, mask: torch.Tensor, vocab_ids: torch.Tensor,
-               embeddings: torch.Tensor) -> list[list[int]]:
-    """Best path per row, repeats merged and blanks dropped -> token ids of the LLM's vocabulary."""
-    table = nn.functional.normalize(torch.cat([embeddings, ctc.blank[None]]), dim=-1)
-    best = (nn.functional.normalize(tokens, dim=-1) @ table.T).argmax(-1)  # (B, N)
-    blank = embeddings.shape[0]
-    out = []
-    for row, m in zip(best.tolist(), mask.tolist()):
-        ids, last = [], None
-        for b, ok in zip(row, m):
-            if ok and b != last and b != blank:
-                ids.append(int(vocab_ids[b]))
-            last = b if ok else last
-        out.append(ids)
-    return out
-
-
 def ctc_probe(train: list[tuple[torch.Tensor, list[int]]], tests: dict[str, list[tuple[torch.Tensor, str]]],
               embeddings: torch.Tensor, decode, steps: int = 500, eval_at: tuple[int, ...] = (100, 200, 300, 500),
               batch_size: int = 16, lr: float = 3e-3, stack: int = 5, hidden: int = 1024, vocab: str = "corpus",
@@ -133,7 +116,7 @@ def ctc_probe(train: list[tuple[torch.Tensor, list[int]]], tests: dict[str, list
                     for start in range(0, len(rows), 32):
                         chunk = rows[start: start + 32]
                         t, m = proj([f for f, _ in chunk])
-                        hyps += [decode(ids) for ids in ctc_greedy(ctc, t, m, vocab_ids, table)]
+                        hyps += [decode([int(vocab_ids[i]) for i in ids]) for ids in ctc.greedy(t, m, table)]
                     if hyps:
                         point[split] = round(compute_metrics("asr", hyps, [r for _, r in rows])["wer"], 1)
                         examples[split] = [{"reference": r, "hypothesis": h} for (_, r), h in zip(rows[:3], hyps)]

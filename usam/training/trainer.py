@@ -454,7 +454,24 @@ class Trainer:
             value = scores.get(PRIMARY_SCORE[metric])
             if isinstance(value, (int, float)):
                 record[f"{task}/{PRIMARY_SCORE[metric]}"] = float(value)
+            if task == "asr" and getattr(self.model, "ctc", None) is not None:
+                # what the audio tokens spell by themselves (no LLM): the alignment stage's own curve
+                texts = self._ctc_texts(items)
+                record["asr/ctc_wer"] = float(compute_metrics("asr", texts, refs)["wer"])
         return record
+
+    def _ctc_texts(self, samples) -> list[str]:
+        from usam.training.collate import Collator
+
+        texts = []
+        size = self.cfg.data.valid_batch_size
+        for start in range(0, len(samples), size):
+            collated = Collator(self.processor, self.cache, with_answers=False)(samples[start: start + size])
+            inputs = model_inputs(self.model, collated.batch, self.device)
+            with autocast_context(self.cfg, self.device):
+                ids = self.model.ctc_transcribe(**inputs)
+            texts += [self.processor.tokenizer.decode(x, skip_special_tokens=True).strip() for x in ids]
+        return texts
 
     def _generate_samples(self, dataset) -> list[dict]:
         n = self.cfg.logging.num_generate
