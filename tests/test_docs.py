@@ -16,7 +16,6 @@ import io
 import os
 import re
 import shlex
-import threading
 import time
 from pathlib import Path
 
@@ -230,26 +229,16 @@ def scratch(tiny_model_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def server_url(scratch):
     """`usam serve runs/demo/stage2/final`, in this process on a free port (uvicorn in a thread)."""
-    import uvicorn
-
     from usam.modeling import USAMModel
     from usam.processing import USAMProcessor
     from usam.serving.app import ServeSettings, create_app
-    from usam.serving.testing import free_port, wait_http
+    from usam.serving.testing import serve_in_thread
 
     final = scratch / "runs" / "demo" / "stage2" / "final"
     app = create_app(USAMModel.from_pretrained(final).eval(), USAMProcessor.from_pretrained(final),
                      ServeSettings(model_name="final"))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health", timeout=60)
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(20)
+    with serve_in_thread(app) as url:
+        yield url.removeprefix("http://")
 
 
 def test_python_blocks_found():

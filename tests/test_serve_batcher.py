@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import queue
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,7 +11,7 @@ import httpx
 import pytest
 
 from usam.serving.batcher import Batcher, Generation, GenerationRequest
-from usam.serving.testing import encode, free_port, tone, wait_http
+from usam.serving.testing import encode, serve_in_thread, tone
 
 
 @pytest.fixture(scope="module")
@@ -106,23 +105,12 @@ def test_sampling_settings_split_batches(model_and_processor):
 
 @pytest.fixture()
 def small_queue_server(model_and_processor):
-    import uvicorn
-
     from usam.serving.app import ServeSettings, create_app
 
     model, processor = model_and_processor
     settings = ServeSettings(model_name="tiny", max_batch=1, batch_window_ms=0, max_queue=1)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(model, processor, settings), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health", timeout=30)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    with serve_in_thread(create_app(model, processor, settings), timeout=30) as url:
+        yield url
 
 
 def test_full_queue_answers_503_and_the_server_recovers(small_queue_server):

@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ctc-eval", type=int, nargs="+", default=[100, 200, 300, 500],
                         help="steps at which the CTC probe is scored (its last step always is)")
     parser.add_argument("--ctc-vocab", choices=("corpus", "full"), default="corpus",
-                        help="CTC softmax over the training transcripts' tokens, or the LLM's whole vocabulary")
+                        help="CTC softmax over the training transcripts' tokens, or over the LLM's whole vocabulary "
+                        "(4,096 sampled rows a step, as loss.ctc_vocab_rows in training)")
     parser.add_argument("--batch-size", type=int, default=16, help="CTC probe batch size")
     parser.add_argument("--lr", type=float, default=3e-3, help="CTC probe learning rate")
     parser.add_argument("--train-limit", type=int, default=None,

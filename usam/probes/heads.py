@@ -12,6 +12,22 @@ from torch import nn
 from usam.ctc import CTCAlignment
 
 
+def _fit(params, lr: float, steps: int, eval_at, batch_loss, evaluate) -> list[dict]:
+    """AdamW over `params` for `steps` steps of `batch_loss()`; at each step in eval_at (and the last) a curve point
+    {"step", "train_loss", **evaluate()}."""
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
+    curve = []
+    for step in range(1, steps + 1):
+        loss = batch_loss()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step in eval_at or step == steps:
+            with torch.no_grad():
+                curve.append({"step": step, "train_loss": round(loss.item(), 4), **evaluate()})
+    return curve
+
+
 def pooled(frames: torch.Tensor) -> torch.Tensor:
     """(T, D) -> (2D,): mean and standard deviation over time (the std keeps what a mean of speech or a beat
     washes out)."""
@@ -32,22 +48,18 @@ def classification_probe(train: list[tuple[torch.Tensor, str]], tests: dict[str,
     mean, std = x.mean(0), x.std(0).clamp(min=1e-5)
     y = torch.tensor([index[label] for _, label in train])
     head = nn.Linear(x.shape[1], len(labels))
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-2)
-    curve = []
-    for step in range(1, steps + 1):
-        loss = nn.functional.cross_entropy(head((x - mean) / std), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step in eval_at or step == steps:
-            point = {"step": step, "train_loss": round(loss.item(), 4)}
-            with torch.no_grad():
-                for split, rows in tests.items():
-                    if rows:
-                        guess = head((torch.stack([f for f, _ in rows]) - mean) / std).argmax(-1).tolist()
-                        hits = sum(labels[g] == label for g, (_, label) in zip(guess, rows))
-                        point[split] = round(100.0 * hits / len(rows), 1)
-            curve.append(point)
+
+    def accuracies() -> dict:
+        point = {}
+        for split, rows in tests.items():
+            if rows:
+                guess = head((torch.stack([f for f, _ in rows]) - mean) / std).argmax(-1).tolist()
+                hits = sum(labels[g] == label for g, (_, label) in zip(guess, rows))
+                point[split] = round(100.0 * hits / len(rows), 1)
+        return point
+
+    curve = _fit(head.parameters(), lr, steps, eval_at,
+                 lambda: nn.functional.cross_entropy(head((x - mean) / std), y), accuracies)
     return {"labels": labels, "train_size": len(train), "curve": curve}
 
 
@@ -80,8 +92,8 @@ def ctc_probe(train: list[tuple[torch.Tensor, list[int]]], tests: dict[str, list
     """A CTC transcriber through the LLM's frozen input embeddings (usam.ctc.CTCAlignment) on stacked frames.
 
     train: [(frames (T, D), answer token ids)]; tests: {split: [(frames, reference text)]}; embeddings (V, D_llm)
-    of the LLM; decode(ids) -> text. vocab "corpus" restricts the softmax to the tokens of the training answers
-    (a 49k-way softmax costs most of a step), "full" keeps every row. -> {"curve": [{"step", "train_loss",
+    of the LLM; decode(ids) -> text. vocab "corpus" restricts the softmax to the tokens of the training answers;
+    "full" samples rows of the whole vocabulary as training does (loss.ctc_vocab_rows) and decodes over all of it. -> {"curve": [{"step", "train_loss",
     "<split>": WER %}], "vocab_size", "examples"}."""
     from usam.metrics import compute_metrics
 
@@ -95,30 +107,28 @@ def ctc_probe(train: list[tuple[torch.Tensor, list[int]]], tests: dict[str, list
     table = embeddings[vocab_ids].float()
     proj = StackedFrameProjector(train[0][0].shape[1], stack, hidden, embeddings.shape[1])
     ctc = CTCAlignment(embeddings.shape[1])
-    opt = torch.optim.AdamW([*proj.parameters(), *ctc.parameters()], lr=lr, weight_decay=1e-2)
     order: list[int] = []
-    curve, examples = [], {}
-    for step in range(1, steps + 1):
+    examples = {}
+
+    def batch_loss():
         if len(order) < batch_size:
-            order += rng.sample(range(len(train)), len(train))
+            order.extend(rng.sample(range(len(train)), len(train)))
         batch = [train[order.pop()] for _ in range(batch_size)]
         tokens, mask = proj([f for f, _ in batch])
         targets = [torch.tensor([position[t] for t in ids], dtype=torch.long) for _, ids in batch]
-        loss = ctc(tokens, mask, targets, table)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step in eval_at or step == steps:
-            point = {"step": step, "train_loss": round(loss.item(), 4)}
-            with torch.no_grad():
-                for split, rows in tests.items():
-                    hyps = []
-                    for start in range(0, len(rows), 32):
-                        chunk = rows[start: start + 32]
-                        t, m = proj([f for f, _ in chunk])
-                        hyps += [decode([int(vocab_ids[i]) for i in ids]) for ids in ctc.greedy(t, m, table)]
-                    if hyps:
-                        point[split] = round(compute_metrics("asr", hyps, [r for _, r in rows])["wer"], 1)
-                        examples[split] = [{"reference": r, "hypothesis": h} for (_, r), h in zip(rows[:3], hyps)]
-            curve.append(point)
+        return ctc(tokens, mask, targets, table)
+
+    def word_error_rates() -> dict:
+        point = {}
+        for split, rows in tests.items():
+            hyps = []
+            for start in range(0, len(rows), 32):
+                t, m = proj([f for f, _ in rows[start: start + 32]])
+                hyps += [decode([int(vocab_ids[i]) for i in ids]) for ids in ctc.greedy(t, m, table)]
+            if hyps:
+                point[split] = round(compute_metrics("asr", hyps, [r for _, r in rows])["wer"], 1)
+                examples[split] = [{"reference": r, "hypothesis": h} for (_, r), h in zip(rows[:3], hyps)]
+        return point
+
+    curve = _fit([*proj.parameters(), *ctc.parameters()], lr, steps, eval_at, batch_loss, word_error_rates)
     return {"curve": curve, "vocab_size": int(vocab_ids.numel()), "train_size": len(train), "examples": examples}

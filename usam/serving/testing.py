@@ -3,6 +3,7 @@ a tiny U-SAM saved to disk whose answers depend on the audio and the question, t
 a free local port, and waiting for a local server."""
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -97,3 +98,23 @@ def wait_http(url: str, timeout: float = 60.0, headers=None, proc=None) -> None:
             pass
         time.sleep(0.2)
     raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+@contextlib.contextmanager
+def serve_in_thread(app, timeout: float = 60.0):
+    """Run an ASGI app with uvicorn in a thread of this process on a free loopback port; yields its base URL
+    (http://127.0.0.1:PORT) once /health answers, and stops the server on exit."""
+    import threading
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", timeout=timeout)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
