@@ -181,10 +181,12 @@ def time_steps(plan: DemoPlan, data: Path, demo_model: _DemoModel) -> dict[str, 
     processor = USAMProcessor.from_model(model)
     entries = read_manifest(data / "train.jsonl", strict=True)
     from usam.training.cache import cacheable_encoders
+    from usam.training.config import load_train_config
 
-    loss_defaults = {k: getattr(model.config.loss, k) for k in ("lambda_ce", "lambda_ctc", "lambda_sac")}
+    cached_names = set(cacheable_encoders(model))
+    own_loss = model.config.loss
     timings = {}
-    for name, _ in STAGES:
+    for name, yaml_name in STAGES:
         recipe = stage_config(name)
         size = int(recipe["data"].get("max_samples") or 8)
         dataset = AudioDataset(entries[:size], strict=True)
@@ -194,11 +196,9 @@ def time_steps(plan: DemoPlan, data: Path, demo_model: _DemoModel) -> dict[str, 
                           tasks=[x.task for x in samples])
         with torch.no_grad():
             cached = model.encode_audio(batch["audio"], batch["audio_lengths"])
-        cached_names = set(cacheable_encoders(model))
-        for key, value in {**loss_defaults, **{k.split(".", 1)[1]: v for k, v in
-                                               (recipe.get("model_overrides") or {}).items()
-                                               if k.startswith("loss.")}}.items():
-            setattr(model.config.loss, key, value)
+        # the stage's own loss settings (its model_overrides applied as training applies them)
+        stage_cfg = load_train_config(REPO_ROOT / "configs/train" / yaml_name, {"model": model_sections(plan)})
+        model.config.loss = stage_cfg.model_config().loss
         if model.config.loss.lambda_ctc > 0 and getattr(model, "ctc", None) is None:
             from usam.ctc import CTCAlignment
 
@@ -221,8 +221,7 @@ def time_steps(plan: DemoPlan, data: Path, demo_model: _DemoModel) -> dict[str, 
             opt.step()
             times.append(time.time() - start)
         timings[name] = sorted(times)[1]
-    for key, value in loss_defaults.items():
-        setattr(model.config.loss, key, value)
+    model.config.loss = own_loss
     return timings
 
 
