@@ -492,7 +492,7 @@ def print_summary(plan: DemoPlan, summary: dict) -> None:
     curve = summary.get("curve") or []
     if curve:
         _say("validation during training (a few generated answers per task; --eval-points sets how often)")
-        keys = [k for k in ("asr/wer", "asr/ctc_wer", "cls/accuracy", "qa/exact_match", "aac/cider_d", "mc/cider_d",
+        keys = [k for k in ("asr/wer", "asr/ctc_wer", "cls/accuracy", "cls/ctc_accuracy", "qa/exact_match", "aac/cider_d", "mc/cider_d",
                             "s2tt/bleu")
                 if any(k in r for r in curve)]
         print("  " + f"{'stage':>5} {'step':>6} {'minutes':>8}" + "".join(f"{k:>16}" for k in keys))

@@ -452,28 +452,34 @@ class Trainer:
         for i, entry in enumerate(self.valid):
             if len(chosen.setdefault(entry.task, [])) < per_task:
                 chosen[entry.task].append(i)
+        loss_cfg = self.model.config.loss
+        spelled = set(loss_cfg.ctc_tasks) if getattr(self.model, "ctc", None) is not None else set()
         record = {}
         for task, indices in sorted(chosen.items()):
             items = [dataset[i] for i in indices]
             items = [it for it in items if hasattr(it, "audio")]  # unreadable samples are skipped
-            hyps, refs = [], []
-            size = self.cfg.data.valid_batch_size
-            for start in range(0, len(items), size):
-                chunk = items[start: start + size]
-                hyps += self._generate_texts(chunk, synced)
-                refs += [it.target if task in ("asr", "cls") else it.references for it in chunk]
-            if not hyps:
+            if not items:
                 continue
-            metric = metric_name(task)
-            scores = compute_metrics(task, hyps, refs)
-            value = scores.get(PRIMARY_SCORE[metric])
-            if isinstance(value, (int, float)):
-                record[f"{task}/{PRIMARY_SCORE[metric]}"] = float(value)
-            if task == "asr" and getattr(self.model, "ctc", None) is not None:
-                # what the audio tokens spell by themselves (no LLM): the alignment stage's own curve
-                texts = self._ctc_texts(items)
-                record["asr/ctc_wer"] = float(compute_metrics("asr", texts, refs)["wer"])
+            refs = [it.target if task in ("asr", "cls") else it.references for it in items]
+            primary = PRIMARY_SCORE[metric_name(task)]
+            if not self._aligning():
+                size = self.cfg.data.valid_batch_size
+                hyps = [t for start in range(0, len(items), size)
+                        for t in self._generate_texts(items[start: start + size], synced)]
+                value = compute_metrics(task, hyps, refs).get(primary)
+                if isinstance(value, (int, float)):
+                    record[f"{task}/{primary}"] = float(value)
+            if task in spelled:
+                # what the audio tokens spell by themselves (no LLM): the alignment's own curve, per task
+                value = compute_metrics(task, self._ctc_texts(items), refs).get(primary)
+                if isinstance(value, (int, float)):
+                    record[f"{task}/ctc_{primary}"] = float(value)
         return record
+
+    def _aligning(self) -> bool:
+        """An alignment stage (loss.lambda_ce 0): the LLM never learns to read the audio tokens here, so generating
+        through it costs the most of a validation and says nothing; the CTC transcripts are scored instead."""
+        return self.model.config.loss.lambda_ce == 0 and getattr(self.model, "ctc", None) is not None
 
     def _ctc_texts(self, samples) -> list[str]:
         from usam.training.collate import Collator
@@ -504,7 +510,7 @@ class Trainer:
                 break
         if not samples:
             return []
-        texts = self._generate_texts(samples, synced)
+        texts = self._ctc_texts(samples) if self._aligning() else self._generate_texts(samples, synced)
         return [{"key": s.key, "task": s.task, "reference": s.target, "hypothesis": t} for s, t in zip(samples, texts)]
 
     def _generate_texts(self, samples, synced: bool) -> list[str]:
