@@ -5,7 +5,7 @@ import random
 import torch
 
 from usam.metrics import compute_metrics
-from usam.probes.heads import classification_probe, ctc_probe, pooled
+from usam.probes.heads import classification_probe, ctc_probe, pooled, rhythm
 
 
 def test_classification_probe_learns_separable_labels_and_scores_unseen_labels_as_errors():
@@ -22,6 +22,24 @@ def test_classification_probe_learns_separable_labels_and_scores_unseen_labels_a
     assert result["labels"] == ["bell", "dog", "rain"] and [p["step"] for p in result["curve"]] == [1, 50]
     last = result["curve"][-1]
     assert last["test"] == 100.0 and last["unseen"] == 0.0 and last["train_loss"] < result["curve"][0]["train_loss"]
+
+
+def test_rhythm_summary_peaks_at_the_beat_period():
+    """Clips with an onset every 25 or every 40 frames: the rhythm summary peaks at each clip's own period and at
+    no shorter lag, and a linear probe on it tells fast from slow."""
+    torch.manual_seed(0)
+
+    def clip(period, length=400, dim=8):
+        frames = 0.05 * torch.randn(length, dim)
+        frames[::period] += 1.0  # an onset: every feature jumps for one frame
+        return frames
+
+    fast, slow = rhythm(clip(25)), rhythm(clip(40))
+    assert fast.shape == (100,)  # lags 1..100: lag L at index L - 1
+    assert fast[25 - 1] > 0.5 > fast[: 25 - 1].max() and slow[40 - 1] > 0.5 > slow[: 40 - 1].max()
+    train = [(rhythm(clip(p)), "fast") for p in range(22, 29)] + [(rhythm(clip(p)), "slow") for p in range(37, 44)]
+    tests = {"test": [(rhythm(clip(25)), "fast"), (rhythm(clip(40)), "slow")]}
+    assert classification_probe(train, tests, steps=50, eval_at=(50,))["curve"][-1]["test"] == 100.0
 
 
 def test_ctc_probe_learns_to_spell_words_from_frames():
@@ -60,7 +78,8 @@ def test_usam_probe_command_on_a_tiny_corpus(tmp_path):
                  "--batch-size", "2", "--out", str(out)])
     assert code == 0
     report = json.loads(out.read_text())
-    sound = report["classify"]["sound"]
+    assert set(report["classify"]["sound"]) == {"meanstd", "rhythm"}
+    sound = report["classify"]["sound"]["meanstd"]
     assert [p["step"] for p in sound["curve"]] == [5] and {"test", "timbre"} <= set(sound["curve"][0])
     assert [p["step"] for p in report["ctc"]["curve"]] == [2, 4] and "general" in report["ctc"]["curve"][0]
     # a second run reads the cache it built; a cache that lacks samples is refused with the reason

@@ -5,9 +5,10 @@ import argparse
 
 HELP = "probe cached encoder features with cheap heads (no LLM): classifiers and a CTC transcriber"
 DESCRIPTION = """Measure what the frozen encoder features of a corpus carry, and how fast a cheap head reads it,
-without the LLM. Classification probes: a linear classifier on each clip's mean and standard deviation of
-frames, for the sound-event class, the instrument and the tempo answer of the synthetic corpus (`usam synth`),
-scored on the in-domain test split and on held-out timbres (test_timbre). CTC probe: Linear-GELU-Linear on
+without the LLM. Classification probes: a linear classifier on a summary of each clip's frames (their mean and
+standard deviation, and the autocorrelation of their flux, which keeps the beat), for the sound-event class, the
+instrument and the tempo answer of the synthetic corpus (`usam synth`), scored on the in-domain test split and on
+held-out timbres (test_timbre). CTC probe: Linear-GELU-Linear on
 stacked frames into the LLM's width, scored through the LLM's own frozen input embeddings and a learned blank
 (the loss behind loss.lambda_ctc), decoded greedily and scored by WER on the test split's ASR lines and on
 test_general. Features come from --cache; when that folder does not exist it is built first for every split read
@@ -24,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", default="whisper", help="which cached encoder's features to probe")
     parser.add_argument("--classify", nargs="*", default=["sound", "instrument", "tempo"],
                         help="label families for the classification probe (none: skip it)")
+    parser.add_argument("--pooling", nargs="+", choices=("meanstd", "rhythm"), default=["meanstd", "rhythm"],
+                        help="clip summaries the classifiers read, one probe each: meanstd (mean and standard "
+                        "deviation of the frames over time: content) and rhythm (autocorrelation of the frames' "
+                        "flux over lags up to 2 s: periodicity, such as the beat)")
     parser.add_argument("--classify-steps", type=int, default=200, help="full-batch steps of each classifier")
     parser.add_argument("--ctc-steps", type=int, default=500, help="steps of the CTC probe (0: skip it)")
     parser.add_argument("--ctc-eval", type=int, nargs="+", default=[100, 200, 300, 500],
@@ -72,7 +77,7 @@ def main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from usam.probes import CachedFeatures, probe_labels
-    from usam.probes.heads import classification_probe, ctc_probe, pooled
+    from usam.probes.heads import POOLINGS, classification_probe, ctc_probe
 
     data = Path(args.data)
     splits = {"train": _entries(data, "train.jsonl"), "valid": _entries(data, "valid.jsonl"),
@@ -89,19 +94,23 @@ def main(args: argparse.Namespace) -> int:
               "to rebuild it for these manifests", file=sys.stderr)
         return 2
     report: dict = {"encoder": args.encoder, "classify": {}, "ctc": None}
+    described = {"meanstd": "mean+std", "rhythm": "the flux autocorrelation"}
     for family in args.classify:
-        train = [(pooled(features.get(k, args.encoder)), y) for k, y in probe_labels(splits["train"], family)]
-        tests = {name: [(pooled(features.get(k, args.encoder)), y) for k, y in probe_labels(splits[name], family)]
-                 for name in ("test", "timbre")}
-        if not train:
+        labelled = {name: probe_labels(splits[name], family) for name in ("train", "test", "timbre")}
+        if not labelled["train"]:
             print(f"probe {family}: no training labels, skipped")
             continue
-        result = classification_probe(train, tests, steps=args.classify_steps, seed=args.seed)
-        report["classify"][family] = result
-        print(f"\nprobe {family}: linear on mean+std of {args.encoder} frames, {len(train)} training clips, "
-              f"{len(result['labels'])} labels; accuracy % (test = in-domain, timbre = held-out timbres)")
-        for point in result["curve"]:
-            print("  " + "  ".join(f"{k}={v}" for k, v in point.items()))
+        for pooling in args.pooling:
+            summary = POOLINGS[pooling]
+            rows = {name: [(summary(features.get(k, args.encoder)), y) for k, y in pairs]
+                    for name, pairs in labelled.items()}
+            result = classification_probe(rows.pop("train"), rows, steps=args.classify_steps, seed=args.seed)
+            report["classify"].setdefault(family, {})[pooling] = result
+            print(f"\nprobe {family}: linear on {described[pooling]} of {args.encoder} frames, "
+                  f"{result['train_size']} training clips, {len(result['labels'])} labels; accuracy % "
+                  "(test = in-domain, timbre = held-out timbres)")
+            for point in result["curve"]:
+                print("  " + "  ".join(f"{k}={v}" for k, v in point.items()))
     if args.ctc_steps > 0:
         report["ctc"] = _run_ctc(args, splits, features, ctc_probe)
     out = Path(args.out) if args.out else Path(args.cache) / "probe.json"

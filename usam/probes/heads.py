@@ -35,6 +35,22 @@ def pooled(frames: torch.Tensor) -> torch.Tensor:
     return torch.cat([frames.mean(0), std])
 
 
+def rhythm(frames: torch.Tensor, max_lag: int = 100) -> torch.Tensor:
+    """(T, D) -> (max_lag,): autocorrelation at lags 1..max_lag frames (2 s at 50 frames/s) of the frames' rectified
+    flux, a novelty curve that peaks at note onsets, normalised by its lag-0 value. Periodicity, not content: the
+    beat period shows as a peak whatever the instrument, which a mean and a standard deviation over time lose."""
+    flux = (frames[1:] - frames[:-1]).clamp(min=0).sum(-1)  # (T-1,)
+    flux = flux - flux.mean()
+    energy = flux.pow(2).mean().clamp(min=1e-6)
+    lags = [(flux[:-lag] * flux[lag:]).mean() if lag < flux.shape[0] else flux.new_zeros(())
+            for lag in range(1, max_lag + 1)]
+    return torch.stack(lags) / energy
+
+
+# the clip summaries a classification probe can read (usam probe --pooling)
+POOLINGS = {"meanstd": pooled, "rhythm": rhythm}
+
+
 def classification_probe(train: list[tuple[torch.Tensor, str]], tests: dict[str, list[tuple[torch.Tensor, str]]],
                          steps: int = 200, eval_at: tuple[int, ...] = (10, 25, 50, 100, 200), lr: float = 1e-2,
                          seed: int = 0) -> dict:
