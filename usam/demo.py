@@ -48,16 +48,33 @@ class DemoPlan:
 
     @classmethod
     def make(cls, out, quick, minutes=None, hours=None, seed=0, jobs=None, model_yaml=None,
-             eval_points=2) -> "DemoPlan":
+             eval_points=2, steps=None) -> "DemoPlan":
+        """steps: ["stage=N", ...] overriding the recipe's (or --quick's) steps of those stages."""
         if eval_points < 1:
             raise ValueError(f"demo eval_points must be >= 1, got {eval_points}")
         if minutes is not None and minutes <= 0:
             raise ValueError(f"demo minutes must be > 0, got {minutes}")
-        steps = dict(QUICK_STEPS) if quick else {name: int(stage_config(name)["schedule"]["max_steps"])
-                                                 for name, _ in STAGES}
+        chosen = dict(QUICK_STEPS) if quick else {name: int(stage_config(name)["schedule"]["max_steps"])
+                                                  for name, _ in STAGES}
+        chosen.update(parse_steps(steps or []))
+        steps = chosen
         return cls(Path(out), quick=quick, hours=hours or (0.03 if quick else None), minutes=minutes, seed=seed,
                    jobs=jobs, eval_limit=4 if quick else None, model_yaml=Path(model_yaml or DEMO_MODEL),
                    eval_points=eval_points, steps=steps)
+
+
+def parse_steps(items: list[str]) -> dict[str, int]:
+    """["align=2000", "stage2=450"] -> {"align": 2000, "stage2": 450}, with the reason when an item is wrong."""
+    stages = [name for name, _ in STAGES]
+    out = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in stages:
+            raise ValueError(f"demo steps: {item!r} names no stage; stages: {', '.join(stages)}")
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"demo steps: {item!r} needs a whole number of steps >= 1 after '='")
+        out[name] = int(value)
+    return out
 
 
 class Stopwatch:

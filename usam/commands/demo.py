@@ -5,13 +5,13 @@ import argparse
 
 HELP = "train a real U-SAM offline on this CPU, evaluate it, plot it and answer questions"
 DESCRIPTION = """Generate the synthetic speech/sound/music corpus (configs/synth/demo.yaml), cache the frozen
-Whisper features, train the alignment stage (the connector, BEATs and MERT learn by CTC to spell each answer in
-the LLM's input embeddings, without running the LLM), stage 1 (connector, LLM frozen) and stage 2 (LLM LoRA),
-evaluate every task of the test splits, write the plots, and answer one question each about a speech, a sound
-and a music clip. The work is fixed (corpus hours, and each stage's steps in configs/train/demo_*.yaml), so the
-figures do not depend on the machine's speed; the ETA is printed after a timing of each stage's step. Uses
-Whisper tiny.en and SmolLM2-135M-Instruct from their pip packages (converted once into ~/.cache/usam).
-Re-running reuses every finished step in --out."""
+Whisper features, train the alignment stage (the connector learns by CTC to spell each answer in the LLM's input
+embeddings, without running the LLM) and stage 2 (the connector and the LLM's LoRA, every task), evaluate every
+task of the test splits, write the plots, and answer one question each about a speech, a sound and a music clip.
+The work is fixed (corpus hours, and each stage's steps in configs/train/demo_*.yaml), so the figures do not
+depend on the machine's speed; the ETA is printed after a timing of each stage's step. Uses Whisper tiny.en and
+SmolLM2-135M-Instruct from their pip packages (converted once into ~/.cache/usam). Re-running reuses every
+finished step in --out."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cap on the whole demo's wall time in minutes: when the printed ETA exceeds it, every "
                         "stage's steps are cut in proportion (and the figures differ from the full recipe's). "
                         "Default: no cap, the full recipe")
+    parser.add_argument("--steps", nargs="+", default=None, metavar="STAGE=N",
+                        help="optimiser steps of a stage instead of its training YAML's (stages: align, stage2), "
+                        "e.g. --steps align=2000 stage2=450 for a longer run of the same recipe")
     parser.add_argument("--quick", action="store_true",
                         help="plumbing check in a few minutes: a tiny corpus, a few steps, a partial evaluation")
     parser.add_argument("--hours", type=float, default=None,
@@ -35,11 +38,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     import logging
+    import sys
 
     from usam.demo import DemoPlan, run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    plan = DemoPlan.make(args.out, args.quick, minutes=args.minutes, hours=args.hours, seed=args.seed, jobs=args.jobs,
-                         model_yaml=args.model_config, eval_points=args.eval_points)
+    try:
+        plan = DemoPlan.make(args.out, args.quick, minutes=args.minutes, hours=args.hours, seed=args.seed,
+                             jobs=args.jobs, model_yaml=args.model_config, eval_points=args.eval_points,
+                             steps=args.steps)
+    except ValueError as error:
+        print(f"usam demo: error: {error}", file=sys.stderr)
+        return 2
     run(plan)
     return 0
