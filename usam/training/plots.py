@@ -136,7 +136,8 @@ def plot_score_curve(rows: list[dict], path: str | Path, run_names: list[str] | 
         for run in runs:
             pts = [(r["minutes"], r[key]) for r in rows if r["run"] == run and key in r]
             if pts:
-                ax.plot(*zip(*pts), "o-", label=run_names[run] if run_names else f"run {run}")
+                # one colour per run in every panel, also where a score exists in some runs only
+                ax.plot(*zip(*pts), "o-", color=f"C{run % 10}", label=run_names[run] if run_names else f"run {run}")
         ax.set_xlabel("minutes of training")
         ax.set_title(f"valid {key}")
         ax.legend()
