@@ -56,10 +56,9 @@ class DemoPlan:
             raise ValueError(f"demo eval_points must be >= 1, got {eval_points}")
         if minutes is not None and minutes <= 0:
             raise ValueError(f"demo minutes must be > 0, got {minutes}")
-        chosen = dict(QUICK_STEPS) if quick else {name: int(stage_config(name)["schedule"]["max_steps"])
+        recipe = dict(QUICK_STEPS) if quick else {name: int(stage_config(name)["schedule"]["max_steps"])
                                                   for name, _ in STAGES}
-        chosen.update(parse_steps(steps or []))
-        steps = chosen
+        steps = {**recipe, **parse_steps(steps or [])}
         return cls(Path(out), quick=quick, hours=hours or (0.03 if quick else None), minutes=minutes, seed=seed,
                    jobs=jobs, eval_limit=4 if quick else None, model_yaml=Path(model_yaml or DEMO_MODEL),
                    eval_points=eval_points, steps=steps)

@@ -94,19 +94,18 @@ def main(args: argparse.Namespace) -> int:
               "to rebuild it for these manifests", file=sys.stderr)
         return 2
     report: dict = {"encoder": args.encoder, "classify": {}, "ctc": None}
-    described = {"meanstd": "mean+std", "rhythm": "the flux autocorrelation"}
     for family in args.classify:
         labelled = {name: probe_labels(splits[name], family) for name in ("train", "test", "timbre")}
         if not labelled["train"]:
             print(f"probe {family}: no training labels, skipped")
             continue
         for pooling in args.pooling:
-            summary = POOLINGS[pooling]
+            summary, described = POOLINGS[pooling]
             rows = {name: [(summary(features.get(k, args.encoder)), y) for k, y in pairs]
                     for name, pairs in labelled.items()}
             result = classification_probe(rows.pop("train"), rows, steps=args.classify_steps, seed=args.seed)
             report["classify"].setdefault(family, {})[pooling] = result
-            print(f"\nprobe {family}: linear on {described[pooling]} of {args.encoder} frames, "
+            print(f"\nprobe {family}: linear on {described} of {args.encoder} frames, "
                   f"{result['train_size']} training clips, {len(result['labels'])} labels; accuracy % "
                   "(test = in-domain, timbre = held-out timbres)")
             for point in result["curve"]:

@@ -47,8 +47,8 @@ def rhythm(frames: torch.Tensor, max_lag: int = 100) -> torch.Tensor:
     return torch.stack(lags) / energy
 
 
-# the clip summaries a classification probe can read (usam probe --pooling)
-POOLINGS = {"meanstd": pooled, "rhythm": rhythm}
+# the clip summaries a classification probe can read (usam probe --pooling): name -> (summary, what it reads)
+POOLINGS = {"meanstd": (pooled, "mean+std"), "rhythm": (rhythm, "the flux autocorrelation")}
 
 
 def classification_probe(train: list[tuple[torch.Tensor, str]], tests: dict[str, list[tuple[torch.Tensor, str]]],
@@ -109,8 +109,8 @@ def ctc_probe(train: list[tuple[torch.Tensor, list[int]]], tests: dict[str, list
 
     train: [(frames (T, D), answer token ids)]; tests: {split: [(frames, reference text)]}; embeddings (V, D_llm)
     of the LLM; decode(ids) -> text. vocab "corpus" restricts the softmax to the tokens of the training answers;
-    "full" samples rows of the whole vocabulary as training does (loss.ctc_vocab_rows) and decodes over all of it. -> {"curve": [{"step", "train_loss",
-    "<split>": WER %}], "vocab_size", "examples"}."""
+    "full" samples rows of the whole vocabulary as training does (loss.ctc_vocab_rows) and decodes over all of it.
+    -> {"curve": [{"step", "train_loss", "<split>": WER %}], "vocab_size", "examples"}."""
     from usam.metrics import compute_metrics
 
     torch.manual_seed(seed)
