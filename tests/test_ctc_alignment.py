@@ -108,8 +108,8 @@ def test_output_norm_starts_audio_tokens_at_the_text_embedding_scale(tmp_path):
     batch = _batch(processor, ["asr", "aac"])
     embed_rms = model.llm.get_input_embeddings().weight.pow(2).mean().sqrt()
     with torch.no_grad():
-        embeds, info = model._inputs_embeds(batch["input_ids"], batch["instruction_mask"], batch["audio"],
-                                            batch["audio_lengths"], None, None)
+        embeds, _, info = model._inputs_embeds(batch["input_ids"], batch["attention_mask"], batch["instruction_mask"],
+                                               batch["audio"], batch["audio_lengths"], None, None)
         out = model(**batch)
     valid = info["tokens"][info["mask"]]
     torch.testing.assert_close(valid.pow(2).mean(-1).sqrt(), embed_rms.expand(valid.shape[0]), rtol=1e-3, atol=1e-4)

@@ -159,6 +159,40 @@ class LossSettings:
     sacl: SACLSettings = field(default_factory=SACLSettings)
 
 
+@dataclass
+class AudioTokenSettings:
+    """What the LLM reads for each clip (docs/architecture.md, "Audio tokens the LLM reads").
+
+    continuous: the projector's output, as trained (the default).
+    posterior: each audio token's CTC posterior over the LLM's vocabulary (usam/ctc.py) times the LLM's own input
+    embeddings (LegoSLM, arXiv 2505.11352), so the token lies where text embeddings lie: frames whose blank
+    probability is at least `blank_threshold` are dropped (masked out of attention; 1.0 drops none), runs of frames with the same
+    best token are merged into one, and the posterior is renormalised over the `top_k` best non-blank rows at
+    `temperature` (top_k 1: the best token's embedding row).
+    hybrid: the continuous tokens followed by the posterior tokens of the same clip, so that what words cannot
+    say (loudness, timbre, tempo) still reaches the LLM; twice the placeholders per clip.
+    Needs the CTC head (built whenever mode is not continuous; trained by loss.lambda_ctc)."""
+    mode: str = "continuous"
+    blank_threshold: float = 0.9
+    merge_runs: bool = True
+    top_k: int | None = 8  # None: the whole vocabulary
+    temperature: float = 1.0
+
+    def __post_init__(self):
+        if self.mode not in ("continuous", "posterior", "hybrid"):
+            raise ValueError(f"audio_tokens.mode must be continuous, posterior or hybrid, got {self.mode!r}")
+        if not 0.0 < self.blank_threshold <= 1.0:
+            raise ValueError(f"audio_tokens.blank_threshold must be in (0, 1], got {self.blank_threshold}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"audio_tokens.top_k must be >= 1 or null, got {self.top_k}")
+        if self.temperature <= 0:
+            raise ValueError(f"audio_tokens.temperature must be > 0, got {self.temperature}")
+
+    @property
+    def slots_per_window(self) -> int:
+        return 2 if self.mode == "hybrid" else 1
+
+
 SECTIONS: dict[str, type] = {
     "whisper": WhisperSettings,
     "beats": BEATsSettings,
@@ -168,6 +202,7 @@ SECTIONS: dict[str, type] = {
     "projector": ProjectorSettings,
     "llm": LLMSettings,
     "loss": LossSettings,
+    "audio_tokens": AudioTokenSettings,
 }
 ENCODERS = ("whisper", "beats", "mert")
 
@@ -202,9 +237,9 @@ class USAMConfig(PretrainedConfig):
     model_type = "usam"
 
     def __init__(self, whisper=None, beats=None, mert=None, align=None, qformer=None, projector=None, llm=None,
-                 loss=None, **kwargs):
+                 loss=None, audio_tokens=None, **kwargs):
         given = dict(whisper=whisper, beats=beats, mert=mert, align=align, qformer=qformer, projector=projector,
-                     llm=llm, loss=loss)
+                     llm=llm, loss=loss, audio_tokens=audio_tokens)
         for name, cls in SECTIONS.items():
             setattr(self, name, dataclass_from_dict(cls, given[name], f"config section {name!r}"))
         super().__init__(**kwargs)
@@ -277,7 +312,8 @@ class USAMConfig(PretrainedConfig):
         return math.ceil(self.num_frames(num_samples) / self.stride_frames)
 
     def num_audio_tokens(self, num_samples: int) -> int:
-        return self.num_windows(num_samples) * self.qformer.num_queries
+        """Placeholders of one clip (hybrid audio tokens: the continuous ones, then as many posterior slots)."""
+        return self.num_windows(num_samples) * self.qformer.num_queries * self.audio_tokens.slots_per_window
 
     # -- serialisation ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -54,13 +54,18 @@ class CTCAlignment(nn.Module):
             return nn.functional.ctc_loss(log_probs, torch.cat(chosen), input_lengths, target_lengths,
                                           blank=vocab.shape[0] - 1, reduction="mean", zero_infinity=True)
 
+    def logits(self, tokens: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        """tokens (B, N, D), embeddings (V, D) -> fp32 logits (B, N, V + 1) over every vocabulary row and the blank
+        (last): cosine times the learned scale, as the loss scores them."""
+        with torch.autocast(tokens.device.type, enabled=False):
+            vocab = nn.functional.normalize(torch.cat([embeddings.float(), self.blank[None].float()]), dim=-1)
+            return nn.functional.normalize(tokens.float(), dim=-1) @ vocab.T * self.log_scale.float().exp()
+
     @torch.no_grad()
     def greedy(self, tokens: torch.Tensor, mask: torch.Tensor, embeddings: torch.Tensor) -> list[list[int]]:
         """Best path of each row over every vocabulary row and the blank, repeats merged and blanks dropped:
         tokens (B, N, D), mask (B, N), embeddings (V, D) -> B lists of vocabulary ids (what the tokens spell)."""
-        with torch.autocast(tokens.device.type, enabled=False):
-            vocab = nn.functional.normalize(torch.cat([embeddings.float(), self.blank[None].float()]), dim=-1)
-            best = (nn.functional.normalize(tokens.float(), dim=-1) @ vocab.T).argmax(-1)  # (B, N)
+        best = self.logits(tokens, embeddings).argmax(-1)  # (B, N)
         blank = embeddings.shape[0]
         out = []
         for row, valid in zip(best.tolist(), mask.tolist()):

@@ -74,7 +74,9 @@ class USAMModel(nn.Module):
         self.qformer = build_window_connector(config.qformer, input_dim, config.window_frames, config.stride_frames)
         self.projector = TaskAwareMoEProjector(config.projector, self.qformer.output_dim, llm_dim)
         self.sacl = SemanticAwareContrastiveLoss(config.loss.sacl, llm_dim) if config.loss.lambda_sac > 0 else None
-        self.ctc = CTCAlignment(llm_dim, vocab_rows=config.loss.ctc_vocab_rows) if config.loss.lambda_ctc > 0 else None
+        # the CTC head: trained by loss.lambda_ctc, and read by posterior-weighted audio tokens (usam/audio_tokens.py)
+        needs_ctc = config.loss.lambda_ctc > 0 or config.audio_tokens.mode != "continuous"
+        self.ctc = CTCAlignment(llm_dim, vocab_rows=config.loss.ctc_vocab_rows) if needs_ctc else None
         if self.projector.output_norm is not None:
             with torch.no_grad():  # audio tokens start at the scale of the LLM's text tokens
                 rms = llm.get_input_embeddings().weight.float().pow(2).mean().sqrt()
@@ -194,27 +196,78 @@ class USAMModel(nn.Module):
         m = instruction_mask.to(embeds.dtype)[..., None]
         return (embeds * m).sum(1) / m.sum(1).clamp(min=1)
 
-    def _inputs_embeds(self, input_ids, instruction_mask, audio, audio_lengths, audio_sample_index, encoder_outputs):
+    def _vocabulary_embeddings(self) -> torch.Tensor:
+        """(V, D) the LLM's input embeddings, read through the module (not .weight) so that ZeRO-3 gathers them."""
+        table = self.llm.get_input_embeddings()
+        return table(torch.arange(table.num_embeddings, device=self.device))
+
+    def llm_audio_tokens(self, tokens: torch.Tensor, mask: torch.Tensor):
+        """What the LLM reads for projector tokens (C, N, D) with mask (C, N), by audio_tokens.mode ->
+        (tokens (C, M, D), placeholder mask (C, M), attended (C, M)): M = N, or 2N for hybrid (continuous, then
+        posterior). Posterior frames that are dropped or merged stay in place, unattended."""
+        settings = self.config.audio_tokens
+        if settings.mode == "continuous":
+            return tokens, mask, mask
+        from usam.audio_tokens import posterior_tokens
+
+        with torch.no_grad():
+            table = self._vocabulary_embeddings()
+        posterior, keep = posterior_tokens(self.ctc, tokens, mask, table, settings)
+        posterior = posterior.to(tokens.dtype)
+        if settings.mode == "posterior":
+            return posterior, mask, keep
+        return torch.cat([tokens, posterior], 1), torch.cat([mask, mask], 1), torch.cat([mask, keep], 1)
+
+    def _inputs_embeds(self, input_ids, attention_mask, instruction_mask, audio, audio_lengths, audio_sample_index,
+                       encoder_outputs, simulated_ids=None, simulated_weights=None, simulated_sample_index=None):
+        """-> (input embeddings (B, L, D), attention mask (B, L) with the unattended audio frames at 0, info on the
+        audio path or None). Reading practice without audio (usam/reading.py): the placeholders of the samples
+        simulated_sample_index (S,) take simulated posterior tokens of a text, simulated_weights (S, K, k) over the
+        vocabulary rows simulated_ids (S, K, k) (-1: padding)."""
         embeds = self.embed_tokens(input_ids)  # (B, L, D)
         placeholder = input_ids == AUDIO_TOKEN_ID
+        if simulated_ids is not None:
+            placeholder = self._fill_simulated(embeds, placeholder, simulated_ids, simulated_weights,
+                                               simulated_sample_index)
+            embeds = embeds.masked_scatter(placeholder.pop("mask")[..., None], placeholder.pop("tokens"))
+            placeholder = placeholder["rest"]
         n_placeholders = int(placeholder.sum())
         if audio_lengths is None or (audio is None and encoder_outputs is None):
             if n_placeholders:
                 raise ValueError(f"input_ids hold {n_placeholders} audio placeholders but no audio was given")
-            return embeds, None
+            return embeds, attention_mask, None
         if audio_sample_index is None:
             audio_sample_index = torch.arange(audio_lengths.shape[0], device=input_ids.device)
         if encoder_outputs is None:
             encoder_outputs = self.encode_audio(audio, audio_lengths)
         instruction = self._pooled_instruction(embeds.detach(), instruction_mask)[audio_sample_index]
         tokens, mask, projected = self.project_audio(encoder_outputs, audio_lengths, instruction)
-        flat = tokens[mask]  # valid tokens, clip by clip, in order: the order of the placeholders
+        read, slots, attended = self.llm_audio_tokens(tokens, mask)
+        flat = read[slots]  # valid tokens, clip by clip, in order: the order of the placeholders
         if flat.shape[0] != n_placeholders:
             raise ValueError(f"the batch has {n_placeholders} audio placeholders but the audio gives {flat.shape[0]} "
                              "tokens; build batches with USAMProcessor for this model's config")
         embeds = embeds.masked_scatter(placeholder[..., None], flat.to(embeds.dtype))
-        info = dict(tokens=tokens, mask=mask, projected=projected, sample_index=audio_sample_index)
-        return embeds, info
+        if attention_mask is not None and self.config.audio_tokens.mode != "continuous":
+            attention_mask = attention_mask.masked_scatter(placeholder, attended[slots].to(attention_mask.dtype))
+        info = dict(tokens=tokens, mask=mask, projected=projected, sample_index=audio_sample_index,
+                    read=read, slots=slots, attended=attended)
+        return embeds, attention_mask, info
+
+    def _fill_simulated(self, embeds, placeholder, simulated_ids, simulated_weights, simulated_sample_index) -> dict:
+        """The placeholders of the reading-practice samples and their simulated tokens, and the other placeholders."""
+        rows = torch.zeros(placeholder.shape[0], dtype=torch.bool, device=placeholder.device)
+        rows[simulated_sample_index] = True
+        mask = placeholder & rows[:, None]
+        with torch.no_grad():
+            table = self._vocabulary_embeddings()
+        # (S, K, k) rows and weights of each simulated posterior -> (S, K, D), the valid ones in order
+        tokens = (simulated_weights[..., None].to(table.dtype) * table[simulated_ids.clamp(min=0)]).sum(-2)
+        tokens = tokens[simulated_ids[..., 0] >= 0]
+        if tokens.shape[0] != int(mask.sum()):
+            raise ValueError(f"reading-practice samples hold {int(mask.sum())} placeholders but "
+                             f"{tokens.shape[0]} simulated tokens")
+        return {"mask": mask, "tokens": tokens.to(embeds.dtype), "rest": placeholder & ~rows[:, None]}
 
     # -- forward / loss -------------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
@@ -222,11 +275,14 @@ class USAMModel(nn.Module):
                 audio: torch.Tensor | None = None, audio_lengths: torch.Tensor | None = None,
                 audio_sample_index: torch.Tensor | None = None,
                 encoder_outputs: dict[str, EncoderOutput] | None = None, logits_to_keep: str = "labels",
-                tasks: list[str] | None = None, **_unused) -> USAMOutput:
+                tasks: list[str] | None = None, simulated_ids: torch.Tensor | None = None,
+                simulated_weights: torch.Tensor | None = None, simulated_sample_index: torch.Tensor | None = None,
+                **_unused) -> USAMOutput:
         """Loss parts and logits. With labels and logits_to_keep="labels" (default), `logits` covers only the
         positions whose next token is labelled (`logit_positions`); "all" gives every position."""
-        embeds, info = self._inputs_embeds(input_ids, instruction_mask, audio, audio_lengths, audio_sample_index,
-                                           encoder_outputs)
+        embeds, attention_mask, info = self._inputs_embeds(
+            input_ids, attention_mask, instruction_mask, audio, audio_lengths, audio_sample_index, encoder_outputs,
+            simulated_ids, simulated_weights, simulated_sample_index)
         lc = self.config.loss
         keep, logits = None, None
         if lc.lambda_ce > 0 or labels is None:  # lambda_ce 0: an alignment step that never runs the LLM
@@ -276,10 +332,8 @@ class USAMModel(nn.Module):
             first = int((owner == b).nonzero()[0])  # the sample's answer goes with its first clip only
             take = c == first and (tasks is None or tasks[b] in wanted)
             targets.append(input_ids[b][answer_mask[b].bool()] if take else input_ids.new_zeros(0))
-        # the LLM's input embeddings through the module (not .weight), so ZeRO-3 gathers them
-        vocab = torch.arange(self.llm.get_input_embeddings().num_embeddings, device=input_ids.device)
         with torch.no_grad():
-            embeddings = self.llm.get_input_embeddings()(vocab)
+            embeddings = self._vocabulary_embeddings()
         return self.ctc(tokens, mask, targets, embeddings)
 
     @torch.no_grad()
@@ -290,10 +344,9 @@ class USAMModel(nn.Module):
         connector has moved into the LLM's embedding space."""
         if self.ctc is None:
             raise ValueError("ctc_transcribe needs the CTC alignment head (loss.lambda_ctc > 0)")
-        _, info = self._inputs_embeds(input_ids, instruction_mask, audio, audio_lengths, audio_sample_index,
-                                      encoder_outputs)
-        vocab = torch.arange(self.llm.get_input_embeddings().num_embeddings, device=input_ids.device)
-        return self.ctc.greedy(info["tokens"], info["mask"], self.llm.get_input_embeddings()(vocab))
+        _, _, info = self._inputs_embeds(input_ids, None, instruction_mask, audio, audio_lengths, audio_sample_index,
+                                         encoder_outputs)
+        return self.ctc.greedy(info["tokens"], info["mask"], self._vocabulary_embeddings())
 
     @torch.no_grad()
     def _audio_token_health(self, info, embeds, input_ids, answer_mask):
@@ -332,8 +385,13 @@ class USAMModel(nn.Module):
         """Batched generation from left-padded prompts with the KV cache. Returns only the new tokens (B, T_new)."""
         for key in ("labels", "answer_mask", "tasks"):
             generate_kwargs.pop(key, None)
-        embeds, _ = self._inputs_embeds(input_ids, instruction_mask, audio, audio_lengths, audio_sample_index,
-                                        encoder_outputs)
+        reading = {k: generate_kwargs.pop(k, None)
+                   for k in ("simulated_ids", "simulated_weights", "simulated_sample_index")}
+        # (posterior audio tokens: the dropped and merged frames are holes in the attention mask; generate derives
+        # position ids from the mask, so the positions after them stay contiguous)
+        embeds, attention_mask, _ = self._inputs_embeds(input_ids, attention_mask, instruction_mask, audio,
+                                                        audio_lengths, audio_sample_index, encoder_outputs,
+                                                        **reading)
         eos = {self.tokenizer.eos_token_id}
         if self.tokenizer.convert_tokens_to_ids("<|im_end|>") not in (None, self.tokenizer.unk_token_id):
             eos.add(self.tokenizer.convert_tokens_to_ids("<|im_end|>"))

@@ -16,6 +16,7 @@ from transformers import AutoTokenizer, BatchFeature
 
 from usam.config import USAMConfig
 from usam.modeling import AUDIO_TOKEN_ID
+from usam.reading import SimulatedAudio
 
 AUDIO_MARK, TEXT_OPEN, TEXT_CLOSE, ANSWER_OPEN, ANSWER_CLOSE = "\ue000", "\ue001", "\ue002", "\ue003", "\ue004"
 _SPLIT = re.compile(f"([{AUDIO_MARK}{TEXT_OPEN}{TEXT_CLOSE}{ANSWER_OPEN}{ANSWER_CLOSE}])")
@@ -26,6 +27,20 @@ def _as_wave(audio) -> np.ndarray:
     if wave.ndim != 1 or wave.size == 0:
         raise ValueError(f"audio must be a non-empty mono 1-D array at 16 kHz, got shape {wave.shape}")
     return wave
+
+
+def _simulated_tensors(simulated: list[tuple[int, SimulatedAudio]]) -> dict:
+    """simulated_ids (S, K, k) padded with -1, simulated_weights (S, K, k), simulated_sample_index (S,)."""
+    longest = max(len(c) for _, c in simulated)
+    width = max(c.ids.shape[1] for _, c in simulated)
+    ids = np.full((len(simulated), longest, width), -1, dtype=np.int64)
+    weights = np.zeros((len(simulated), longest, width), dtype=np.float32)
+    for i, (_, c) in enumerate(simulated):
+        ids[i, : len(c), : c.ids.shape[1]] = c.ids
+        ids[i, : len(c), c.ids.shape[1]:] = c.ids[:, :1]  # narrower rows repeat their own token at weight 0
+        weights[i, : len(c), : c.ids.shape[1]] = c.weights
+    return {"simulated_ids": torch.from_numpy(ids), "simulated_weights": torch.from_numpy(weights),
+            "simulated_sample_index": torch.tensor([b for b, _ in simulated], dtype=torch.long)}
 
 
 class USAMProcessor:
@@ -64,7 +79,8 @@ class USAMProcessor:
                 if kind == "audio":
                     if role != "user":
                         raise ValueError(f"message {i}: audio is only allowed in user messages")
-                    clips.append(_as_wave(part["audio"]))
+                    audio = part["audio"]
+                    clips.append(audio if isinstance(audio, SimulatedAudio) else _as_wave(audio))
                     text.append(AUDIO_MARK)
                 elif kind == "text":
                     if role == "user":
@@ -85,7 +101,9 @@ class USAMProcessor:
         clip = clip_offset
         for piece in _SPLIT.split(rendered):
             if piece == AUDIO_MARK:
-                n = self.config.num_audio_tokens(len(clips[clip]))
+                # a simulated clip (reading practice) is read as it is: one placeholder per simulated token
+                n = len(clips[clip]) if isinstance(clips[clip], SimulatedAudio) else self.config.num_audio_tokens(
+                    len(clips[clip]))
                 clip += 1
                 ids += [AUDIO_TOKEN_ID] * n
                 instr += [False] * n
@@ -156,6 +174,12 @@ class USAMProcessor:
         }
         if with_labels:
             data["labels"] = torch.tensor(rows["labels"], dtype=torch.long)
+        simulated = [(b, c) for b, row in enumerate(clips_per_row) for c in row if isinstance(c, SimulatedAudio)]
+        if simulated:
+            if any(not isinstance(c, SimulatedAudio) for b, _ in simulated for c in clips_per_row[b]):
+                raise ValueError("a conversation mixes simulated and real audio; give each its own sample")
+            data.update(_simulated_tensors(simulated))
+            clips_per_row = [[] if any(isinstance(c, SimulatedAudio) for c in row) else row for row in clips_per_row]
         clips = [c for row in clips_per_row for c in row]
         if clips:
             lengths = [len(c) for c in clips]

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from usam.data.dataset import Sample, SkippedSample, split_skipped
+from usam.reading import SimulatedAudio
 from usam.tasks import instruction_for
 
 
@@ -86,9 +87,18 @@ class Collator:
         batch = self.processor(audios=[s.audio for s in samples], instructions=[s.instruction for s in samples],
                                answers=[s.target for s in samples] if self.with_answers else None, tasks=tasks)
         batch = dict(batch)
-        if self.cache is not None:
+        heard = [s for s in samples if not isinstance(s.audio, SimulatedAudio)]  # reading practice has no audio
+        if self.cache is not None and heard:
             batch["cached_features"] = {
-                name: pad_features(self.cache.features(name, [s.key for s in samples], [len(s.audio) for s in samples]))
+                name: pad_features(self.cache.features(name, [s.key for s in heard], [len(s.audio) for s in heard]))
                 for name in self.cache.encoders}
         return Collated(samples, skipped, batch, tasks, float(sum(s.duration for s in samples)),
                         int(batch["attention_mask"].sum()))
+
+    def with_reading(self, collated: Collated, extra: list) -> Collated:
+        """The same micro-batch with reading-practice samples (usam.reading.ReadingSample) after its own."""
+        if collated.batch is None or not extra:
+            return collated
+        out = self([*collated.samples, *extra])
+        out.skipped = collated.skipped
+        return out

@@ -40,6 +40,23 @@ class DataSource:
 
 
 @dataclass
+class ReadingSettings:
+    """Reading practice from text alone (usam/reading.py): every training micro-batch gains `per_batch` ASR samples
+    whose audio tokens are simulated CTC posteriors of a sentence (no audio, no encoder), for models whose LLM
+    reads posterior-weighted audio tokens (model audio_tokens.mode posterior or hybrid)."""
+    per_batch: int = 0  # 0: off
+    # tokens deleted, substituted and repeated, a third each. `error_rate_end` (when set) moves the rate linearly
+    # to that value over the run: a curriculum from clean to noisy text, or the reverse
+    error_rate: float = 0.15
+    error_rate_end: float | None = None
+    smoothing: float = 0.1  # posterior mass off the token's own row, over top_k - 1 random rows
+    top_k: int = 4
+    # "everyday": the training split of the synthetic corpus's everyday-English pool (usam/synth/text.py; the
+    # valid and test sentences and the generalisation split's are never drawn); else a text file, a sentence a line
+    sentences: str = "everyday"
+
+
+@dataclass
 class DataSettings:
     train: list[DataSource] = field(default_factory=list)
     task_weights: dict[str, float] = field(default_factory=dict)  # missing tasks: 1.0
@@ -53,6 +70,7 @@ class DataSettings:
     cache_dir: str | None = None     # encoder feature cache (usam cache); None: encoders run live
     max_valid_samples: int | None = 256
     valid_batch_size: int = 8
+    reading: ReadingSettings = field(default_factory=ReadingSettings)
 
 
 @dataclass

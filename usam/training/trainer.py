@@ -70,6 +70,35 @@ def total_steps(cfg: TrainConfig, data) -> int:
     return steps
 
 
+# tasks whose answer should repeat what the audio tokens spell (a transcript, a label): copy fidelity is logged
+COPY_TASKS = ("asr", "cls")
+
+
+def build_reading(cfg: TrainConfig, tokenizer):
+    """usam.reading.ReadingPractice for data.reading, or None when it is off."""
+    settings = cfg.data.reading
+    if settings.per_batch <= 0:
+        return None
+    from usam.reading import ReadingPractice
+
+    if settings.sentences == "everyday":
+        from usam.synth import text
+        from usam.synth.config import load_config
+        from usam.training.config import REPO_ROOT
+
+        # a pool sentence's split depends on the sentence alone (text.split_of): with the corpus's own fractions,
+        # reading practice never draws a valid or test sentence
+        splits = load_config(REPO_ROOT / "configs/synth/default.yaml")["splits"]
+        sentences = text.split_pool(text.everyday_pool(), splits)["train"]
+    else:
+        path = Path(settings.sentences)
+        if not path.is_file():
+            raise FileNotFoundError(f"data.reading.sentences: {path} is not a file (one sentence a line)")
+        sentences = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return ReadingPractice(tokenizer, sentences, settings.error_rate, settings.smoothing, settings.top_k, cfg.seed)
+
+
+
 def build_engine(model, cfg: TrainConfig, steps: int, world: int):
     import deepspeed
     from transformers import get_cosine_schedule_with_warmup
@@ -168,6 +197,7 @@ class Trainer:
         self.processor = USAMProcessor.from_model(self.model)
         self.cache = FeatureCacheReader(cfg.data.cache_dir, self.model) if cfg.data.cache_dir else None
         self.collator = Collator(self.processor, self.cache)
+        self.reading = build_reading(cfg, self.processor.tokenizer)
         self.data = TrainData(cfg, self.collator, self.rank, self.world)
         self.steps = total_steps(cfg, self.data)
         self.engine, self.optimizer, self.scheduler, self.ds_config = build_engine(self.model, cfg, self.steps,
@@ -271,6 +301,8 @@ class Trainer:
                     collated, weight = last_good, 0.0  # a zero-weighted step keeps the ranks in lock-step
                 else:
                     last_good = collated
+                if self.reading is not None and weight:
+                    collated = self.collator.with_reading(collated, self._reading_samples())
                 engine.train()
                 inputs = model_inputs(self.model, collated.batch, self.device)
                 with autocast_context(cfg, self.device):
@@ -334,6 +366,15 @@ class Trainer:
             for text in examples[:10]:
                 logger.warning("  skipped %s", text)
         return summary
+
+    def _reading_samples(self) -> list:
+        """This micro-batch's reading practice (the same draw for the same micro-batch on a resumed run); the error
+        rate moves from error_rate to error_rate_end over the run when the latter is set."""
+        settings = self.cfg.data.reading
+        rate = settings.error_rate
+        if settings.error_rate_end is not None:
+            rate += (settings.error_rate_end - rate) * min(self.step / max(self.steps, 1), 1.0)
+        return self.reading.draw(settings.per_batch, step=self.micro * self.world + self.rank, error_rate=rate)
 
     @staticmethod
     def _new_acc() -> dict:
@@ -462,6 +503,7 @@ class Trainer:
                 continue
             refs = [it.target if task in ("asr", "cls") else it.references for it in items]
             primary = PRIMARY_SCORE[metric_name(task)]
+            hyps = None
             if not self._aligning():
                 size = self.cfg.data.valid_batch_size
                 hyps = [t for start in range(0, len(items), size)
@@ -471,9 +513,18 @@ class Trainer:
                     record[f"{task}/{primary}"] = float(value)
             if task in spelled:
                 # what the audio tokens spell by themselves (no LLM): the alignment's own curve, per task
-                value = compute_metrics(task, self._ctc_texts(items), refs).get(primary)
+                spelt = self._ctc_texts(items)
+                value = compute_metrics(task, spelt, refs).get(primary)
                 if isinstance(value, (int, float)):
                     record[f"{task}/ctc_{primary}"] = float(value)
+                if hyps is not None and task in COPY_TASKS:
+                    # copy fidelity: the answer scored against what its tokens spell (how much the LLM keeps),
+                    # over the samples whose tokens spell something
+                    pairs = [(h, t) for h, t in zip(hyps, spelt) if any(c.isalnum() for c in t)]
+                    if pairs:
+                        value = compute_metrics(task, *map(list, zip(*pairs))).get(primary)
+                        if isinstance(value, (int, float)):
+                            record[f"{task}/copy_{primary}"] = float(value)
         return record
 
     def _aligning(self) -> bool:
