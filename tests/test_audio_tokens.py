@@ -148,3 +148,26 @@ def test_posterior_mode_round_trips_through_save_and_load(tmp_path):
     assert again.config.audio_tokens.mode == "posterior"
     with torch.no_grad():
         assert model.generate(**batch, max_new_tokens=5).tolist() == again.generate(**batch, max_new_tokens=5).tolist()
+
+
+def test_token_mode_probe_scores_each_reading_and_the_oracle(tmp_path):
+    import subprocess
+    import sys
+
+    from usam.training.testing import write_corpus
+
+    model, _ = make_tiny_model(**{"loss.lambda_ctc": 0.3})
+    model.save_pretrained(tmp_path / "m")
+    manifest = write_corpus(tmp_path / "data", 6)
+    out = tmp_path / "modes.json"
+    run = subprocess.run([sys.executable, "scripts/audio_token_modes.py", "--model", str(tmp_path / "m"),
+                          "--manifest", str(manifest), "--limit", "3", "--max-new-tokens", "4",
+                          "--reading", "top1=posterior,top_k=1", "--reading", "mixed=hybrid,temperature=0.5",
+                          "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    import json
+
+    results = json.loads(out.read_text())
+    assert set(results) == {"ctc", "own", "top1", "mixed", "oracle"}
+    assert all(r["wer"] >= 0 and r["n"] >= 1 for r in results.values())
+    assert "oracle" in run.stdout and "top1" in run.stdout
