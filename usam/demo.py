@@ -25,9 +25,14 @@ SYNTH_CONFIG = REPO_ROOT / "configs/synth/demo.yaml"
 # place of a stage 1 through the frozen LLM: its steps cost a tenth as much (docs/demo.md)
 STAGES = (("align", "demo_align.yaml"), ("stage2", "demo_stage2.yaml"))
 QUICK_STEPS = {"align": 6, "stage2": 10}
-# what the evaluation (950 test items), Whisper's reference and the answers take after training: measured 605 + 110
-# + 16 s on a 2-core AVX2 EPYC, 2026-11-30
-EVAL_RESERVE_S = 730.0
+# The parts of the run the ETA cannot time beforehand, measured on a 2-core AVX2 EPYC (2026-11-30) whose timed
+# stage-2 step took REFERENCE_STEP_S: after training, the evaluation (950 test items), Whisper's reference and the
+# answers; during it, each validation (a few generated answers per task). Fixed seconds overestimated a faster
+# CPU (23 min printed for a run of 14.7 on a 2-core AVX-512 Xeon), so plan_steps scales them by this machine's
+# timed stage-2 step over the reference's: the same model's arithmetic on the same cores.
+REFERENCE_STEP_S = 4.46
+REFERENCE_AFTER_TRAINING_S = {"evaluation": 605.0, "whisper_reference": 110.0, "answers": 16.0}
+REFERENCE_VALIDATION_S = 25.0
 
 
 def stage_config(name: str) -> dict:
@@ -243,23 +248,41 @@ def time_steps(plan: DemoPlan, data: Path, demo_model: _DemoModel) -> dict[str, 
     return timings
 
 
+def machine_scale(step_s: dict[str, float]) -> float:
+    """How much slower than the reference machine this one is (< 1: faster), from its timed stage-2 step."""
+    return step_s["stage2"] / REFERENCE_STEP_S
+
+
+def eval_reserve_s(step_s: dict[str, float]) -> float:
+    """Seconds the evaluation, Whisper's reference and the answers should take here after training."""
+    return sum(REFERENCE_AFTER_TRAINING_S.values()) * machine_scale(step_s)
+
+
+def training_s(plan: DemoPlan, steps: dict[str, int], step_s: dict[str, float]) -> float:
+    """Seconds the stages' steps and validations should take here."""
+    validation_s = REFERENCE_VALIDATION_S * machine_scale(step_s)
+    return sum(steps[n] * step_s[n] + plan.eval_points * validation_s for n in steps)
+
+
 def plan_steps(plan: DemoPlan, step_s: dict[str, float], elapsed_s: float) -> dict[str, int]:
     """The recipe's steps, cut in proportion when --minutes would be exceeded (the figures then differ from the
     recipe's); prints the ETA either way."""
-    per_validation_s = 25.0  # a few generated answers per task (measured: 20-30 s)
-    train_s = sum(plan.steps[n] * step_s[n] + plan.eval_points * per_validation_s for n in plan.steps)
+    reserve_s = eval_reserve_s(step_s)
+    train_s = training_s(plan, plan.steps, step_s)
     steps = dict(plan.steps)
     if plan.minutes is not None:
-        room = plan.minutes * 60 - elapsed_s - EVAL_RESERVE_S
+        room = plan.minutes * 60 - elapsed_s - reserve_s
         if train_s > room:
             factor = max(room, 60.0) / train_s
             steps = {n: max(int(v * factor), 10) for n, v in steps.items()}
             _say(f"--minutes {plan.minutes:g} leaves {max(room, 0) / 60:.1f} min for training, the recipe needs "
                  f"{train_s / 60:.1f}: steps cut to {steps} (the README's figures are for the full recipe)")
-            train_s = sum(steps[n] * step_s[n] + plan.eval_points * per_validation_s for n in steps)
+            train_s = training_s(plan, steps, step_s)
     parts = ", ".join(f"{n} {steps[n]} x {step_s[n]:.2f} s" for n in steps)
-    _say(f"timing: {parts} -> training ETA {train_s / 60:.1f} min, then about {EVAL_RESERVE_S / 60:.0f} min "
-         f"of evaluation (finish in about {(elapsed_s + train_s + EVAL_RESERVE_S) / 60:.0f} min from the start)")
+    _say(f"timing: {parts} -> training ETA {train_s / 60:.1f} min, then about {reserve_s / 60:.0f} min of "
+         f"evaluation (finish in about {(elapsed_s + train_s + reserve_s) / 60:.0f} min from the start). An "
+         f"estimate from this machine's timed steps: validations and evaluation scaled from a reference machine's "
+         f"by the stage-2 step ({step_s['stage2']:.2f} s here, {REFERENCE_STEP_S:.2f} s there)")
     return steps
 
 
