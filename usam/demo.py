@@ -3,8 +3,10 @@
 Steps: synthetic corpus -> Whisper feature cache -> alignment (the connector learns by CTC to spell each answer in
 the LLM's input embeddings, the LLM frozen and never run) -> stage 2 (LLM LoRA and the connector, every task) ->
 evaluation on the test splits (every task) -> plots -> one answer each about a speech, a sound and a music clip.
-The recipe is a fixed amount of work (corpus hours, steps of each stage in its training YAML), so its figures
-reproduce on another machine, only faster or slower; `--minutes` caps the wall time by cutting steps.
+The recipe is a fixed amount of work (corpus hours, steps of each stage in its training YAML), so another machine
+does the same work, only faster or slower; `--minutes` caps the wall time by cutting steps. Its figures reproduce
+on the same machine, not across CPU instruction sets (fp32 sums in another order), and move with the seed:
+`--seeds N` runs it N times and reports each figure's mean and range.
 """
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ class DemoPlan:
     hours: float | None = None  # corpus size; None: the demo corpus config's
     minutes: float | None = None  # wall-time cap; None: the recipe's full work whatever it takes
     seed: int = 0
+    seeds: int = 1  # runs with seeds seed, seed+1, ... (> 1: each in out/seed<k>, then their mean and range)
     jobs: int | None = None
     eval_limit: int | None = None
     eval_points: int = 2  # validations per stage (the last one falls on the stage's final step)
@@ -55,17 +58,19 @@ class DemoPlan:
 
     @classmethod
     def make(cls, out, quick, minutes=None, hours=None, seed=0, jobs=None, model_yaml=None,
-             eval_points=2, steps=None) -> "DemoPlan":
+             eval_points=2, steps=None, seeds=1) -> "DemoPlan":
         """steps: ["stage=N", ...] overriding the recipe's (or --quick's) steps of those stages."""
         if eval_points < 1:
             raise ValueError(f"demo eval_points must be >= 1, got {eval_points}")
         if minutes is not None and minutes <= 0:
             raise ValueError(f"demo minutes must be > 0, got {minutes}")
+        if seeds < 1:
+            raise ValueError(f"demo seeds must be >= 1 (the number of runs, each with its own seed), got {seeds}")
         recipe = dict(QUICK_STEPS) if quick else {name: int(stage_config(name)["schedule"]["max_steps"])
                                                   for name, _ in STAGES}
         steps = {**recipe, **parse_steps(steps or [])}
         return cls(Path(out), quick=quick, hours=hours or (0.03 if quick else None), minutes=minutes, seed=seed,
-                   jobs=jobs, eval_limit=4 if quick else None, model_yaml=Path(model_yaml or DEMO_MODEL),
+                   seeds=seeds, jobs=jobs, eval_limit=4 if quick else None, model_yaml=Path(model_yaml or DEMO_MODEL),
                    eval_points=eval_points, steps=steps)
 
 
@@ -490,6 +495,77 @@ def run(plan: DemoPlan) -> dict:
     (plan.out / "demo_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     print_summary(plan, summary)
     return summary
+
+
+def run_seeds(plan: DemoPlan) -> dict:
+    """The recipe once per seed (plan.seed, plan.seed + 1, ...), each a whole run in plan.out/seed<k> that reuses
+    its own finished work; then the headline figures' mean and range over the seeds, in
+    plan.out/seeds_summary.json. On one machine a seed moves the figures by up to ~15 points (docs/demo.md), so
+    one run's figures say little alone."""
+    import dataclasses
+
+    summaries = {}
+    for seed in range(plan.seed, plan.seed + plan.seeds):
+        _say(f"seed {seed} ({seed - plan.seed + 1} of {plan.seeds}): {plan.out / f'seed{seed}'}")
+        one = dataclasses.replace(plan, out=plan.out / f"seed{seed}", seed=seed, seeds=1, timings={})
+        summaries[seed] = run(one)
+    result = {**aggregate_seeds(summaries), "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+              "runs": {str(seed): {"out": str(plan.out / f"seed{seed}"), "steps": s.get("steps"),
+                                   "wall_s": s.get("wall_s")} for seed, s in summaries.items()}}
+    plan.out.mkdir(parents=True, exist_ok=True)
+    (plan.out / "seeds_summary.json").write_text(json.dumps(result, indent=2))
+    _say(f"target figures over seeds {', '.join(map(str, result['seeds']))}, mean [min, max] (WER, accuracy and "
+         f"exact match in %; CIDEr-D on its 0-10 scale): {plan.out / 'seeds_summary.json'}")
+    print("\n".join(seeds_table(result)))
+    return result
+
+
+def aggregate_seeds(summaries: dict[int, dict]) -> dict:
+    """{seed: demo_summary} -> {"seeds": [...], "figures": {split: {figure: {mean, min, max, range, n, seeds,
+    values}}}}. A figure missing from some seeds' summaries (e.g. the real-speech split where its recordings were
+    absent) is aggregated over the seeds that have it, and n says how many."""
+    seeds = sorted(summaries)
+    values: dict[str, dict[str, dict[int, float]]] = {}
+    for seed in seeds:
+        for split, row in (summaries[seed].get("figures") or {}).items():
+            for name, value in row.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    values.setdefault(split, {}).setdefault(name, {})[seed] = float(value)
+    figures = {}
+    for split, row in values.items():
+        figures[split] = {}
+        for name, by_seed in sorted(row.items()):
+            xs = list(by_seed.values())
+            figures[split][name] = {"mean": sum(xs) / len(xs), "min": min(xs), "max": max(xs),
+                                    "range": max(xs) - min(xs), "n": len(xs), "seeds": list(by_seed), "values": xs}
+    return {"seeds": seeds, "figures": figures}
+
+
+def seeds_table(aggregate: dict) -> list[str]:
+    """Lines "figure / split: mean [min, max]", with how many seeds had a figure when not all did."""
+    lines = []
+    total = len(aggregate["seeds"])
+    for split, row in aggregate["figures"].items():
+        for name, f in row.items():
+            some = f" ({f['n']} of {total} seeds)" if f["n"] < total else ""
+            lines.append(f"  {name + ' / ' + split:<36} {f['mean']:8.2f} [{f['min']:.2f}, {f['max']:.2f}]{some}")
+    return lines
+
+
+def machine() -> dict:
+    """What the figures were measured on: they differ across CPU instruction sets (docs/demo.md)."""
+    import os
+    import platform
+
+    cpu = None
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                cpu = line.partition(":")[2].strip()
+                break
+    return {"cpu_model": cpu or platform.processor() or None, "architecture": platform.machine(),
+            "cpu_count": os.cpu_count()}
 
 
 def peak_rss_mb() -> float:
