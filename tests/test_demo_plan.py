@@ -23,3 +23,93 @@ def test_bad_steps_are_refused_with_the_reason(tmp_path, item, reason, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo"), "--steps", item]) == 2
     assert reason in capsys.readouterr().err
     assert not (tmp_path / "demo").exists()  # refused before any work
+
+
+REFERENCE = {"align": 0.52, "stage2": 4.46}  # the reference machine's timed steps
+TWICE_AS_FAST = {name: s / 2 for name, s in REFERENCE.items()}
+
+
+def test_the_eta_scales_the_untimed_parts_with_the_machine(tmp_path, capsys):
+    from usam.demo import eval_reserve_s, plan_steps
+
+    assert eval_reserve_s(REFERENCE) == pytest.approx(605 + 110 + 16)
+    assert eval_reserve_s(TWICE_AS_FAST) == pytest.approx(eval_reserve_s(REFERENCE) / 2)
+    plan = DemoPlan.make(tmp_path, quick=False, steps=["align=500", "stage2=150"])
+    assert plan_steps(plan, REFERENCE, elapsed_s=0) == {"align": 500, "stage2": 150}  # no cap: the recipe
+    slow = capsys.readouterr().out
+    # 500 x 0.52 + 150 x 4.46 s of steps and 4 validations of 25 s; then 731 s of evaluation
+    assert "training ETA 17.1 min, then about 12 min of evaluation" in slow
+    assert "estimate from this machine's timed steps" in slow
+    plan_steps(plan, TWICE_AS_FAST, elapsed_s=0)
+    assert "training ETA 8.6 min, then about 6 min of evaluation" in capsys.readouterr().out
+
+
+def test_minutes_cuts_every_stage_in_proportion_on_any_machine(tmp_path):
+    from usam.demo import plan_steps
+
+    capped = DemoPlan.make(tmp_path, quick=False, minutes=20, steps=["align=500", "stage2=150"])
+    steps = plan_steps(capped, REFERENCE, elapsed_s=0)
+    # 20 min less 731 s of evaluation leaves 469 s for 1,029 s of training: both stages cut to 45%
+    assert steps == {"align": 227, "stage2": 68}
+    assert steps["align"] / 500 == pytest.approx(steps["stage2"] / 150, abs=0.01)
+    # everything scales with the machine, so half the minutes on a machine twice as fast cuts the same steps
+    half = DemoPlan.make(tmp_path, quick=False, minutes=10, steps=["align=500", "stage2=150"])
+    assert plan_steps(half, TWICE_AS_FAST, elapsed_s=0) == steps
+
+
+def test_seeds_below_one_are_refused_with_the_reason(tmp_path, capsys):
+    with pytest.raises(ValueError, match="demo seeds must be >= 1"):
+        DemoPlan.make(tmp_path, quick=False, seeds=0)
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--seeds", "0"]) == 2
+    assert "demo seeds must be >= 1 (the number of runs, each with its own seed), got 0" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
+    assert DemoPlan.make(tmp_path, quick=False).seeds == 1  # one run, as --seed alone
+    assert DemoPlan.make(tmp_path, quick=False, seed=5, seeds=3).seed == 5
+
+
+def test_aggregate_seeds_gives_mean_range_and_how_many_seeds_had_a_figure():
+    from usam.demo import aggregate_seeds, seeds_table
+
+    summaries = {
+        0: {"figures": {"general": {"asr_wer": 84.2, "whisper_reference_wer": 18.3},
+                        "test": {"instrument_accuracy": 25.0}, "real": {"asr_wer": 87.9}}},
+        1: {"figures": {"general": {"asr_wer": 74.5, "whisper_reference_wer": 18.3},
+                        "test": {"instrument_accuracy": 37.5}}},  # no real-speech split in this run
+        2: {"figures": {"general": {"asr_wer": 89.2, "whisper_reference_wer": 18.3},
+                        "test": {"instrument_accuracy": 31.25}}},
+    }
+    result = aggregate_seeds(summaries)
+    assert result["seeds"] == [0, 1, 2]
+    wer = result["figures"]["general"]["asr_wer"]
+    assert wer["mean"] == pytest.approx((84.2 + 74.5 + 89.2) / 3)
+    assert (wer["min"], wer["max"], wer["range"]) == (74.5, 89.2, pytest.approx(14.7))
+    assert wer["seeds"] == [0, 1, 2] and wer["values"] == [84.2, 74.5, 89.2] and wer["n"] == 3
+    assert result["figures"]["general"]["whisper_reference_wer"]["range"] == 0.0
+    assert result["figures"]["test"]["instrument_accuracy"]["mean"] == pytest.approx(31.25)
+    real = result["figures"]["real"]["asr_wer"]  # only seed 0 has it: aggregated over that seed alone
+    assert (real["n"], real["seeds"], real["mean"], real["range"]) == (1, [0], 87.9, 0.0)
+    lines = seeds_table(result)
+    assert any("asr_wer / general" in line and "82.63 [74.50, 89.20]" in line and "of 3" not in line
+               for line in lines)
+    assert any("asr_wer / real" in line and "87.90 [87.90, 87.90] (1 of 3 seeds)" in line for line in lines)
+
+
+def test_seeds_run_one_folder_per_seed_and_write_the_aggregate(tmp_path, monkeypatch):
+    import json
+
+    import usam.demo as demo
+
+    ran = []
+
+    def fake_run(plan):  # the whole recipe is tested by test_demo.py; here only what run_seeds does around it
+        ran.append((plan.out, plan.seed, plan.seeds))
+        return {"figures": {"general": {"asr_wer": 80.0 + plan.seed}}, "steps": plan.steps, "wall_s": 1.0}
+
+    monkeypatch.setattr(demo, "run", fake_run)
+    plan = DemoPlan.make(tmp_path / "demo", quick=True, seed=4, seeds=2)
+    demo.run_seeds(plan)
+    assert ran == [(tmp_path / "demo/seed4", 4, 1), (tmp_path / "demo/seed5", 5, 1)]
+    saved = json.loads((tmp_path / "demo/seeds_summary.json").read_text())
+    assert saved["seeds"] == [4, 5] and saved["figures"]["general"]["asr_wer"]["mean"] == 84.5
+    assert saved["machine"]["cpu_count"] >= 1 and saved["machine"]["architecture"] and saved["date"]
+    assert saved["runs"]["5"]["out"] == str(tmp_path / "demo/seed5")

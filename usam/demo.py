@@ -3,8 +3,10 @@
 Steps: synthetic corpus -> Whisper feature cache -> alignment (the connector learns by CTC to spell each answer in
 the LLM's input embeddings, the LLM frozen and never run) -> stage 2 (LLM LoRA and the connector, every task) ->
 evaluation on the test splits (every task) -> plots -> one answer each about a speech, a sound and a music clip.
-The recipe is a fixed amount of work (corpus hours, steps of each stage in its training YAML), so its figures
-reproduce on another machine, only faster or slower; `--minutes` caps the wall time by cutting steps.
+The recipe is a fixed amount of work (corpus hours, steps of each stage in its training YAML), so another machine
+does the same work, only faster or slower; `--minutes` caps the wall time by cutting steps. Its figures reproduce
+on the same machine, not across CPU instruction sets (fp32 sums in another order), and move with the seed:
+`--seeds N` runs it N times and reports each figure's mean and range.
 """
 from __future__ import annotations
 
@@ -25,9 +27,14 @@ SYNTH_CONFIG = REPO_ROOT / "configs/synth/demo.yaml"
 # place of a stage 1 through the frozen LLM: its steps cost a tenth as much (docs/demo.md)
 STAGES = (("align", "demo_align.yaml"), ("stage2", "demo_stage2.yaml"))
 QUICK_STEPS = {"align": 6, "stage2": 10}
-# what the evaluation (950 test items), Whisper's reference and the answers take after training: measured 605 + 110
-# + 16 s on a 2-core AVX2 EPYC, 2026-11-30
-EVAL_RESERVE_S = 730.0
+# The parts of the run the ETA cannot time beforehand, measured on a 2-core AVX2 EPYC (2026-11-30) whose timed
+# stage-2 step took REFERENCE_STEP_S: after training, the evaluation (950 test items), Whisper's reference and the
+# answers; during it, each validation (a few generated answers per task). Fixed seconds overestimated a faster
+# CPU (23 min printed for a run of 14.7 on a 2-core AVX-512 Xeon), so plan_steps scales them by this machine's
+# timed stage-2 step over the reference's: the same model's arithmetic on the same cores.
+REFERENCE_STEP_S = 4.46
+REFERENCE_AFTER_TRAINING_S = {"evaluation": 605.0, "whisper_reference": 110.0, "answers": 16.0}
+REFERENCE_VALIDATION_S = 25.0
 
 
 def stage_config(name: str) -> dict:
@@ -41,6 +48,7 @@ class DemoPlan:
     hours: float | None = None  # corpus size; None: the demo corpus config's
     minutes: float | None = None  # wall-time cap; None: the recipe's full work whatever it takes
     seed: int = 0
+    seeds: int = 1  # runs with seeds seed, seed+1, ... (> 1: each in out/seed<k>, then their mean and range)
     jobs: int | None = None
     eval_limit: int | None = None
     eval_points: int = 2  # validations per stage (the last one falls on the stage's final step)
@@ -50,17 +58,19 @@ class DemoPlan:
 
     @classmethod
     def make(cls, out, quick, minutes=None, hours=None, seed=0, jobs=None, model_yaml=None,
-             eval_points=2, steps=None) -> "DemoPlan":
+             eval_points=2, steps=None, seeds=1) -> "DemoPlan":
         """steps: ["stage=N", ...] overriding the recipe's (or --quick's) steps of those stages."""
         if eval_points < 1:
             raise ValueError(f"demo eval_points must be >= 1, got {eval_points}")
         if minutes is not None and minutes <= 0:
             raise ValueError(f"demo minutes must be > 0, got {minutes}")
+        if seeds < 1:
+            raise ValueError(f"demo seeds must be >= 1 (the number of runs, each with its own seed), got {seeds}")
         recipe = dict(QUICK_STEPS) if quick else {name: int(stage_config(name)["schedule"]["max_steps"])
                                                   for name, _ in STAGES}
         steps = {**recipe, **parse_steps(steps or [])}
         return cls(Path(out), quick=quick, hours=hours or (0.03 if quick else None), minutes=minutes, seed=seed,
-                   jobs=jobs, eval_limit=4 if quick else None, model_yaml=Path(model_yaml or DEMO_MODEL),
+                   seeds=seeds, jobs=jobs, eval_limit=4 if quick else None, model_yaml=Path(model_yaml or DEMO_MODEL),
                    eval_points=eval_points, steps=steps)
 
 
@@ -243,23 +253,41 @@ def time_steps(plan: DemoPlan, data: Path, demo_model: _DemoModel) -> dict[str, 
     return timings
 
 
+def machine_scale(step_s: dict[str, float]) -> float:
+    """How much slower than the reference machine this one is (< 1: faster), from its timed stage-2 step."""
+    return step_s["stage2"] / REFERENCE_STEP_S
+
+
+def eval_reserve_s(step_s: dict[str, float]) -> float:
+    """Seconds the evaluation, Whisper's reference and the answers should take here after training."""
+    return sum(REFERENCE_AFTER_TRAINING_S.values()) * machine_scale(step_s)
+
+
+def training_s(plan: DemoPlan, steps: dict[str, int], step_s: dict[str, float]) -> float:
+    """Seconds the stages' steps and validations should take here."""
+    validation_s = REFERENCE_VALIDATION_S * machine_scale(step_s)
+    return sum(steps[n] * step_s[n] + plan.eval_points * validation_s for n in steps)
+
+
 def plan_steps(plan: DemoPlan, step_s: dict[str, float], elapsed_s: float) -> dict[str, int]:
     """The recipe's steps, cut in proportion when --minutes would be exceeded (the figures then differ from the
     recipe's); prints the ETA either way."""
-    per_validation_s = 25.0  # a few generated answers per task (measured: 20-30 s)
-    train_s = sum(plan.steps[n] * step_s[n] + plan.eval_points * per_validation_s for n in plan.steps)
+    reserve_s = eval_reserve_s(step_s)
+    train_s = training_s(plan, plan.steps, step_s)
     steps = dict(plan.steps)
     if plan.minutes is not None:
-        room = plan.minutes * 60 - elapsed_s - EVAL_RESERVE_S
+        room = plan.minutes * 60 - elapsed_s - reserve_s
         if train_s > room:
             factor = max(room, 60.0) / train_s
             steps = {n: max(int(v * factor), 10) for n, v in steps.items()}
             _say(f"--minutes {plan.minutes:g} leaves {max(room, 0) / 60:.1f} min for training, the recipe needs "
                  f"{train_s / 60:.1f}: steps cut to {steps} (the README's figures are for the full recipe)")
-            train_s = sum(steps[n] * step_s[n] + plan.eval_points * per_validation_s for n in steps)
+            train_s = training_s(plan, steps, step_s)
     parts = ", ".join(f"{n} {steps[n]} x {step_s[n]:.2f} s" for n in steps)
-    _say(f"timing: {parts} -> training ETA {train_s / 60:.1f} min, then about {EVAL_RESERVE_S / 60:.0f} min "
-         f"of evaluation (finish in about {(elapsed_s + train_s + EVAL_RESERVE_S) / 60:.0f} min from the start)")
+    _say(f"timing: {parts} -> training ETA {train_s / 60:.1f} min, then about {reserve_s / 60:.0f} min of "
+         f"evaluation (finish in about {(elapsed_s + train_s + reserve_s) / 60:.0f} min from the start). An "
+         f"estimate from this machine's timed steps: validations and evaluation scaled from a reference machine's "
+         f"by the stage-2 step ({step_s['stage2']:.2f} s here, {REFERENCE_STEP_S:.2f} s there)")
     return steps
 
 
@@ -467,6 +495,77 @@ def run(plan: DemoPlan) -> dict:
     (plan.out / "demo_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     print_summary(plan, summary)
     return summary
+
+
+def run_seeds(plan: DemoPlan) -> dict:
+    """The recipe once per seed (plan.seed, plan.seed + 1, ...), each a whole run in plan.out/seed<k> that reuses
+    its own finished work; then the headline figures' mean and range over the seeds, in
+    plan.out/seeds_summary.json. On one machine a seed moves the figures by up to ~15 points (docs/demo.md), so
+    one run's figures say little alone."""
+    import dataclasses
+
+    summaries = {}
+    for seed in range(plan.seed, plan.seed + plan.seeds):
+        _say(f"seed {seed} ({seed - plan.seed + 1} of {plan.seeds}): {plan.out / f'seed{seed}'}")
+        one = dataclasses.replace(plan, out=plan.out / f"seed{seed}", seed=seed, seeds=1, timings={})
+        summaries[seed] = run(one)
+    result = {**aggregate_seeds(summaries), "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+              "runs": {str(seed): {"out": str(plan.out / f"seed{seed}"), "steps": s.get("steps"),
+                                   "wall_s": s.get("wall_s")} for seed, s in summaries.items()}}
+    plan.out.mkdir(parents=True, exist_ok=True)
+    (plan.out / "seeds_summary.json").write_text(json.dumps(result, indent=2))
+    _say(f"target figures over seeds {', '.join(map(str, result['seeds']))}, mean [min, max] (WER, accuracy and "
+         f"exact match in %; CIDEr-D on its 0-10 scale): {plan.out / 'seeds_summary.json'}")
+    print("\n".join(seeds_table(result)))
+    return result
+
+
+def aggregate_seeds(summaries: dict[int, dict]) -> dict:
+    """{seed: demo_summary} -> {"seeds": [...], "figures": {split: {figure: {mean, min, max, range, n, seeds,
+    values}}}}. A figure missing from some seeds' summaries (e.g. the real-speech split where its recordings were
+    absent) is aggregated over the seeds that have it, and n says how many."""
+    seeds = sorted(summaries)
+    values: dict[str, dict[str, dict[int, float]]] = {}
+    for seed in seeds:
+        for split, row in (summaries[seed].get("figures") or {}).items():
+            for name, value in row.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    values.setdefault(split, {}).setdefault(name, {})[seed] = float(value)
+    figures = {}
+    for split, row in values.items():
+        figures[split] = {}
+        for name, by_seed in sorted(row.items()):
+            xs = list(by_seed.values())
+            figures[split][name] = {"mean": sum(xs) / len(xs), "min": min(xs), "max": max(xs),
+                                    "range": max(xs) - min(xs), "n": len(xs), "seeds": list(by_seed), "values": xs}
+    return {"seeds": seeds, "figures": figures}
+
+
+def seeds_table(aggregate: dict) -> list[str]:
+    """Lines "figure / split: mean [min, max]", with how many seeds had a figure when not all did."""
+    lines = []
+    total = len(aggregate["seeds"])
+    for split, row in aggregate["figures"].items():
+        for name, f in row.items():
+            some = f" ({f['n']} of {total} seeds)" if f["n"] < total else ""
+            lines.append(f"  {name + ' / ' + split:<36} {f['mean']:8.2f} [{f['min']:.2f}, {f['max']:.2f}]{some}")
+    return lines
+
+
+def machine() -> dict:
+    """What the figures were measured on: they differ across CPU instruction sets (docs/demo.md)."""
+    import os
+    import platform
+
+    cpu = None
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                cpu = line.partition(":")[2].strip()
+                break
+    return {"cpu_model": cpu or platform.processor() or None, "architecture": platform.machine(),
+            "cpu_count": os.cpu_count()}
 
 
 def peak_rss_mb() -> float:

@@ -8,18 +8,19 @@ DESCRIPTION = """Generate the synthetic speech/sound/music corpus (configs/synth
 Whisper features, train the alignment stage (the connector learns by CTC to spell each answer in the LLM's input
 embeddings, without running the LLM) and stage 2 (the connector and the LLM's LoRA, every task), evaluate every
 task of the test splits, write the plots, and answer one question each about a speech, a sound and a music clip.
-The work is fixed (corpus hours, and each stage's steps in configs/train/demo_*.yaml), so the figures do not
-depend on the machine's speed; the ETA is printed after a timing of each stage's step. Uses Whisper tiny.en and
-SmolLM2-135M-Instruct from their pip packages (converted once into ~/.cache/usam). Re-running reuses every
-finished step in --out."""
+The work is fixed (corpus hours, and each stage's steps in configs/train/demo_*.yaml), so a slower machine does
+the same work, only later; the ETA is printed after a timing of each stage's step. The figures reproduce on the
+same machine, but differ across CPU instruction sets and move by up to ~15 points with the seed: --seeds 3 gives
+their mean and range. Uses Whisper tiny.en and SmolLM2-135M-Instruct from their pip packages (converted once into
+~/.cache/usam). Re-running reuses every finished step in --out."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="output folder (corpus, cache, runs, plots; default %(default)s)")
     parser.add_argument("--minutes", type=float, default=None,
-                        help="cap on the whole demo's wall time in minutes: when the printed ETA exceeds it, every "
-                        "stage's steps are cut in proportion (and the figures differ from the full recipe's). "
-                        "Default: no cap, the full recipe")
+                        help="cap on the whole demo's wall time in minutes (on each run's, with --seeds): when the "
+                        "printed ETA exceeds it, every stage's steps are cut in proportion (and the figures differ "
+                        "from the full recipe's). Default: no cap, the full recipe")
     parser.add_argument("--steps", nargs="+", default=None, metavar="STAGE=N",
                         help="optimiser steps of a stage instead of its training YAML's (stages: align, stage2), "
                         "e.g. --steps align=2000 stage2=450 for a longer run of the same recipe")
@@ -28,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hours", type=float, default=None,
                         help="corpus size in hours of audio (default: configs/synth/demo.yaml's, 2)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the corpus and training (default %(default)s)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="runs of the same recipe, with seeds --seed, --seed+1, ...; above 1 each run goes to "
+                        "OUT/seed<k> (k its seed; it reuses its finished work as a single run does), and "
+                        "OUT/seeds_summary.json holds each headline figure's mean, min, max, range and per-seed "
+                        "values, with the machine and the date. Default %(default)s: one run in OUT")
     parser.add_argument("--jobs", type=int, default=None, help="processes for corpus generation (default: all cores)")
     parser.add_argument("--model-config", default=None, help="model YAML (default configs/model/demo.yaml)")
     parser.add_argument("--eval-points", type=int, default=2,
@@ -40,15 +46,18 @@ def main(args: argparse.Namespace) -> int:
     import logging
     import sys
 
-    from usam.demo import DemoPlan, run
+    from usam.demo import DemoPlan, run, run_seeds
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         plan = DemoPlan.make(args.out, args.quick, minutes=args.minutes, hours=args.hours, seed=args.seed,
                              jobs=args.jobs, model_yaml=args.model_config, eval_points=args.eval_points,
-                             steps=args.steps)
+                             steps=args.steps, seeds=args.seeds)
     except ValueError as error:
         print(f"usam demo: error: {error}", file=sys.stderr)
         return 2
-    run(plan)
+    if plan.seeds > 1:
+        run_seeds(plan)
+    else:
+        run(plan)
     return 0
