@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from usam.config import apply_override
 from usam.training.config import REPO_ROOT
 
 logger = logging.getLogger("usam.demo")
@@ -54,11 +55,14 @@ class DemoPlan:
     eval_points: int = 2  # validations per stage (the last one falls on the stage's final step)
     model_yaml: Path = DEMO_MODEL
     steps: dict = field(default_factory=dict)  # optimiser steps per stage (from the training YAMLs)
+    # per stage, dotted training-config keys set over its YAML ({"stage2": {"data.reading.per_batch": 8}}), and
+    # "model" for the model sections of every stage ({"model": {"audio_tokens.mode": "hybrid"}}): ablations
+    settings: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
 
     @classmethod
     def make(cls, out, quick, minutes=None, hours=None, seed=0, jobs=None, model_yaml=None,
-             eval_points=2, steps=None, seeds=1) -> "DemoPlan":
+             eval_points=2, steps=None, seeds=1, settings=None) -> "DemoPlan":
         """steps: ["stage=N", ...] overriding the recipe's (or --quick's) steps of those stages."""
         if eval_points < 1:
             raise ValueError(f"demo eval_points must be >= 1, got {eval_points}")
@@ -71,7 +75,21 @@ class DemoPlan:
         steps = {**recipe, **parse_steps(steps or [])}
         return cls(Path(out), quick=quick, hours=hours or (0.03 if quick else None), minutes=minutes, seed=seed,
                    seeds=seeds, jobs=jobs, eval_limit=4 if quick else None, model_yaml=Path(model_yaml or DEMO_MODEL),
-                   eval_points=eval_points, steps=steps)
+                   eval_points=eval_points, steps=steps, settings=parse_settings(settings or []))
+
+
+def parse_settings(items: list[str]) -> dict[str, dict]:
+    """["stage2:data.reading.per_batch=8", "model:audio_tokens.mode=hybrid"] -> {"stage2": {...}, "model": {...}};
+    values are read as YAML."""
+    scopes = [name for name, _ in STAGES] + ["model"]
+    out: dict[str, dict] = {}
+    for item in items:
+        scope, _, rest = item.partition(":")
+        key, eq, value = rest.partition("=")
+        if scope not in scopes or not key or not eq:
+            raise ValueError(f"demo set: {item!r} must be SCOPE:KEY=VALUE with SCOPE one of {', '.join(scopes)}")
+        out.setdefault(scope, {})[key] = yaml.safe_load(value)
+    return out
 
 
 def parse_steps(items: list[str]) -> dict[str, int]:
@@ -315,6 +333,9 @@ def train_stage(plan: DemoPlan, data: Path, cache: Path | None, name: str, steps
         "logging.eval_every": max(-(-steps // plan.eval_points), 1),
         "logging.save_every": max(-(-steps // 2), 1),
     }
+    for dotted, value in plan.settings.get("model", {}).items():
+        apply_override(overrides["model"], dotted, value)
+    overrides.update(plan.settings.get(name, {}))
     if init_from is not None:
         overrides["init_from"] = str(init_from)
     cfg = load_train_config(REPO_ROOT / "configs/train" / dict(STAGES)[name], overrides)

@@ -219,11 +219,13 @@ class USAMModel(nn.Module):
         return torch.cat([tokens, posterior], 1), torch.cat([mask, mask], 1), torch.cat([mask, keep], 1)
 
     def _inputs_embeds(self, input_ids, attention_mask, instruction_mask, audio, audio_lengths, audio_sample_index,
-                       encoder_outputs, simulated_ids=None, simulated_weights=None, simulated_sample_index=None):
+                       encoder_outputs, simulated_ids=None, simulated_weights=None, simulated_sample_index=None,
+                       for_llm: bool = True):
         """-> (input embeddings (B, L, D), attention mask (B, L) with the unattended audio frames at 0, info on the
         audio path or None). Reading practice without audio (usam/reading.py): the placeholders of the samples
         simulated_sample_index (S,) take simulated posterior tokens of a text, simulated_weights (S, K, k) over the
-        vocabulary rows simulated_ids (S, K, k) (-1: padding)."""
+        vocabulary rows simulated_ids (S, K, k) (-1: padding). for_llm False (a step that never runs the LLM): the
+        projector's tokens only, nothing placed in the embeddings."""
         embeds = self.embed_tokens(input_ids)  # (B, L, D)
         placeholder = input_ids == AUDIO_TOKEN_ID
         if simulated_ids is not None:
@@ -242,6 +244,9 @@ class USAMModel(nn.Module):
             encoder_outputs = self.encode_audio(audio, audio_lengths)
         instruction = self._pooled_instruction(embeds.detach(), instruction_mask)[audio_sample_index]
         tokens, mask, projected = self.project_audio(encoder_outputs, audio_lengths, instruction)
+        info = dict(tokens=tokens, mask=mask, projected=projected, sample_index=audio_sample_index)
+        if not for_llm:
+            return embeds, attention_mask, info
         read, slots, attended = self.llm_audio_tokens(tokens, mask)
         flat = read[slots]  # valid tokens, clip by clip, in order: the order of the placeholders
         if flat.shape[0] != n_placeholders:
@@ -250,8 +255,6 @@ class USAMModel(nn.Module):
         embeds = embeds.masked_scatter(placeholder[..., None], flat.to(embeds.dtype))
         if attention_mask is not None and self.config.audio_tokens.mode != "continuous":
             attention_mask = attention_mask.masked_scatter(placeholder, attended[slots].to(attention_mask.dtype))
-        info = dict(tokens=tokens, mask=mask, projected=projected, sample_index=audio_sample_index,
-                    read=read, slots=slots, attended=attended)
         return embeds, attention_mask, info
 
     def _fill_simulated(self, embeds, placeholder, simulated_ids, simulated_weights, simulated_sample_index) -> dict:
@@ -280,12 +283,13 @@ class USAMModel(nn.Module):
                 **_unused) -> USAMOutput:
         """Loss parts and logits. With labels and logits_to_keep="labels" (default), `logits` covers only the
         positions whose next token is labelled (`logit_positions`); "all" gives every position."""
+        lc = self.config.loss
+        runs_llm = lc.lambda_ce > 0 or labels is None  # lambda_ce 0: an alignment step that never runs the LLM
         embeds, attention_mask, info = self._inputs_embeds(
             input_ids, attention_mask, instruction_mask, audio, audio_lengths, audio_sample_index, encoder_outputs,
-            simulated_ids, simulated_weights, simulated_sample_index)
-        lc = self.config.loss
+            simulated_ids, simulated_weights, simulated_sample_index, for_llm=runs_llm)
         keep, logits = None, None
-        if lc.lambda_ce > 0 or labels is None:  # lambda_ce 0: an alignment step that never runs the LLM
+        if runs_llm:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # from the mask: padding-invariant
             if labels is not None and logits_to_keep == "labels":
                 # the LM head only where a next token is labelled: on a 49k vocabulary a large share of the step
@@ -345,7 +349,7 @@ class USAMModel(nn.Module):
         if self.ctc is None:
             raise ValueError("ctc_transcribe needs the CTC alignment head (loss.lambda_ctc > 0)")
         _, _, info = self._inputs_embeds(input_ids, None, instruction_mask, audio, audio_lengths, audio_sample_index,
-                                         encoder_outputs)
+                                         encoder_outputs, for_llm=False)
         return self.ctc.greedy(info["tokens"], info["mask"], self._vocabulary_embeddings())
 
     @torch.no_grad()

@@ -24,6 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", nargs="+", default=None, metavar="STAGE=N",
                         help="optimiser steps of a stage instead of its training YAML's (stages: align, stage2), "
                         "e.g. --steps align=2000 stage2=450 for a longer run of the same recipe")
+    parser.add_argument("--set", nargs="+", default=None, metavar="SCOPE:KEY=VALUE", dest="settings",
+                        help="a training-config key of one stage (SCOPE align or stage2, e.g. "
+                        "stage2:data.reading.per_batch=8) or a model key for every stage (SCOPE model, e.g. "
+                        "model:audio_tokens.mode=hybrid), set over the recipe's YAML; values are read as YAML. For "
+                        "ablations: the figures then differ from the recipe's")
     parser.add_argument("--quick", action="store_true",
                         help="plumbing check in a few minutes: a tiny corpus, a few steps, a partial evaluation")
     parser.add_argument("--hours", type=float, default=None,
@@ -52,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         plan = DemoPlan.make(args.out, args.quick, minutes=args.minutes, hours=args.hours, seed=args.seed,
                              jobs=args.jobs, model_yaml=args.model_config, eval_points=args.eval_points,
-                             steps=args.steps, seeds=args.seeds)
+                             steps=args.steps, seeds=args.seeds, settings=args.settings)
     except ValueError as error:
         print(f"usam demo: error: {error}", file=sys.stderr)
         return 2
