@@ -113,3 +113,20 @@ def test_seeds_run_one_folder_per_seed_and_write_the_aggregate(tmp_path, monkeyp
     assert saved["seeds"] == [4, 5] and saved["figures"]["general"]["asr_wer"]["mean"] == 84.5
     assert saved["machine"]["cpu_count"] >= 1 and saved["machine"]["architecture"] and saved["date"]
     assert saved["runs"]["5"]["out"] == str(tmp_path / "demo/seed5")
+
+
+def test_set_reaches_the_stage_config_and_every_stage_model(tmp_path, monkeypatch):
+    import usam.demo as demo
+    import usam.training.trainer as trainer
+
+    plan = DemoPlan.make(tmp_path / "demo", quick=True, settings=["stage2:data.reading.per_batch=4",
+                                                                  "model:audio_tokens.mode=hybrid"])
+    assert plan.settings == {"stage2": {"data.reading.per_batch": 4}, "model": {"audio_tokens.mode": "hybrid"}}
+    seen = {}
+    monkeypatch.setattr(trainer, "train", lambda cfg: seen.setdefault("cfg", cfg) and {})
+    demo.train_stage(plan, tmp_path / "data", None, "stage2", 3, None)
+    cfg = seen["cfg"]
+    assert cfg.data.reading.per_batch == 4 and cfg.model["audio_tokens"]["mode"] == "hybrid"
+    for bad in (["stage3:a=1"], ["stage2:noequals"], ["model:=1"]):
+        with pytest.raises(ValueError, match="SCOPE:KEY=VALUE"):
+            DemoPlan.make(tmp_path / "demo", quick=True, settings=bad)
