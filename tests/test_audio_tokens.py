@@ -31,10 +31,20 @@ def test_posterior_tokens_drop_blanks_and_merge_runs_into_embedding_rows():
     out, keep = posterior_tokens(ctc, tokens, mask, embeddings,
                                  AudioTokenSettings(mode="posterior", top_k=1, merge_runs=False))
     assert keep[0].tolist() == [True, True, False, True, False, True, True, True]
-    # a threshold of 1.0 drops nothing that is not merged
+    # a blank-best frame is dropped whatever the threshold; a low threshold also drops uncertain word frames
     _, keep = posterior_tokens(ctc, tokens, mask, embeddings,
                                AudioTokenSettings(mode="posterior", top_k=1, blank_threshold=1.0))
-    assert keep[0].tolist() == [True, False, True, True, True, True, False, True]
+    assert keep[0].tolist() == [True, False, False, True, False, True, False, True]
+    uncertain = tokens.clone()
+    unit = lambda v: v / v.norm()  # noqa: E731
+    uncertain[0, 7] = unit(embeddings[9]) + 0.95 * unit(ctc.blank.detach())  # still "9", the blank close behind
+    scores = ctc.logits(uncertain, embeddings)[0, 7]
+    p_blank = float(scores.softmax(-1)[-1])
+    assert int(scores.argmax()) == 9 and 0.01 < p_blank < 0.99
+    settings = AudioTokenSettings(mode="posterior", top_k=1, blank_threshold=p_blank - 0.005)
+    assert posterior_tokens(ctc, uncertain, mask, embeddings, settings)[1][0].tolist()[7] is False
+    settings = AudioTokenSettings(mode="posterior", top_k=1, blank_threshold=p_blank + 0.005)
+    assert posterior_tokens(ctc, uncertain, mask, embeddings, settings)[1][0].tolist()[7] is True
 
 
 def test_posterior_tokens_ignore_padding_and_soft_weights_follow_the_scores():

@@ -7,7 +7,8 @@ spell. The sequence keeps its length (C, N): a dropped frame (mostly blank) or a
 first frame is only masked out (`keep` False), and the model turns that into holes in the LLM's attention mask,
 so batches, placeholders and left padding stay as they are.
 
-Choices (all measured in docs/demo.md): frames whose blank probability is at least `blank_threshold` are dropped;
+Choices (all measured in docs/demo.md): frames whose best row is the blank, or whose blank probability is at least
+`blank_threshold`, are dropped, so with threshold 1.0 the kept frames are those of the greedy CTC path;
 runs of consecutive frames with the same best non-blank token are averaged into the run's first frame
 (`merge_runs`); the posterior is renormalised over the `top_k` best non-blank rows at `temperature` (top_k 1 is
 the best token's embedding row). Gradients reach the projector through the top-k weights; the argmax, the top-k
@@ -67,7 +68,9 @@ def posterior_tokens(ctc, tokens: torch.Tensor, mask: torch.Tensor, embeddings: 
             kept = starts
         else:
             kept = mask
-    keep = kept & mask
-    if settings.blank_threshold < 1.0:  # 1.0: no frame is dropped for its blank
+    # a frame whose best row is the blank spells nothing in greedy CTC: dropped, or its non-blank rows (each far
+    # less likely than the blank) would reach the LLM as noise
+    keep = kept & mask & (best != vocab)
+    if settings.blank_threshold < 1.0:
         keep = keep & (p_blank < settings.blank_threshold)
     return mixed.to(embeddings.dtype), keep

@@ -165,8 +165,9 @@ class AudioTokenSettings:
 
     continuous: the projector's output, as trained (the default).
     posterior: each audio token's CTC posterior over the LLM's vocabulary (usam/ctc.py) times the LLM's own input
-    embeddings (LegoSLM, arXiv 2505.11352), so the token lies where text embeddings lie: frames whose blank
-    probability is at least `blank_threshold` are dropped (masked out of attention; 1.0 drops none), runs of frames with the same
+    embeddings (LegoSLM, arXiv 2505.11352), so the token lies where text embeddings lie: frames whose best row
+    is the blank, or whose blank probability is at least `blank_threshold`, are dropped (masked out of attention;
+    with 1.0 the kept frames are the greedy CTC path's), runs of frames with the same
     best token are merged into one, and the posterior is renormalised over the `top_k` best non-blank rows at
     `temperature` (top_k 1: the best token's embedding row).
     hybrid: the continuous tokens followed by the posterior tokens of the same clip, so that what words cannot
