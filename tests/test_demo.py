@@ -21,7 +21,8 @@ def test_demo_quick_end_to_end(tmp_path):
     assert "asr" in summary["metrics"]["general"] and {"cls", "qa", "mc"} <= set(summary["metrics"]["timbre"])
     figures = summary["figures"]
     assert {"asr_wer", "sound_accuracy", "instrument_accuracy"} <= set(figures["test"])
-    assert {"asr_wer", "whisper_reference_wer"} <= set(figures["general"])
+    assert {"asr_wer", "whisper_reference_wer", "asr_ctc_wer"} <= set(figures["general"])
+    assert 0 <= figures["general"]["asr_ctc_wer"]  # what the tokens spell, beside what the LLM wrote
     assert 0 <= figures["general"]["whisper_reference_wer"] < 100  # tiny.en understands these voices
     # real human speech (PocketSphinx's recordings, fetched by scripts/setup.sh), with the reference on it too
     assert "asr" in summary["metrics"]["real"] and {"asr_wer", "whisper_reference_wer"} <= set(figures["real"])

@@ -42,3 +42,12 @@ def test_mixed_input_errors_are_named():
         compute_metrics_per_task(["asr", "ocr"], ["a", "b"], ["a", "b"])
     with pytest.raises(ValueError, match="item field 'qtype' has 1 values, expected 2"):
         compute_metrics_per_task(["qa", "qa"], ["a", "b"], ["a", "b"], item_fields={"qtype": ["x"]})
+
+
+def test_copy_fidelity_scores_answers_against_what_the_tokens_spell():
+    from usam.metrics import copy_fidelity
+
+    # the empty spelling has no score and is left out; the other two: one word of five wrong
+    assert copy_fidelity("asr", ["the cat sat", "a dog", "x"], ["the cat sat", "a fog", ""]) == 20.0
+    assert copy_fidelity("cls", ["dog", "cat"], ["dog", "bird"]) == 50.0
+    assert copy_fidelity("asr", ["a"], [" "]) is None

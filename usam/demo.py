@@ -161,8 +161,11 @@ def add_real_speech(data: Path) -> Path | None:
 
 
 def model_sections(plan: DemoPlan) -> dict:
-    """The demo model's config sections."""
-    return yaml.safe_load(plan.model_yaml.read_text())
+    """The demo model's config sections, with --set model:... applied."""
+    sections = yaml.safe_load(plan.model_yaml.read_text())
+    for dotted, value in plan.settings.get("model", {}).items():
+        apply_override(sections, dotted, value)
+    return sections
 
 
 class _DemoModel:
@@ -215,7 +218,8 @@ def build_cache(plan: DemoPlan, data: Path, model, name: str = "cache") -> Path:
 
 def time_steps(plan: DemoPlan, data: Path, demo_model: _DemoModel) -> dict[str, float]:
     """Seconds per optimiser step of each stage on a typical batch of its size (forward + backward + update, the
-    median of three): {"align": no LLM; "stage2": LoRA}, the frozen encoders' features
+    median of three): {"align": no LLM; "stage2": LoRA, with its reading practice; "stage2_without_reading"}, the
+    frozen encoders' features
     from the cache as in training. Used for the ETA and the --minutes cap only: the work is fixed."""
     import torch
 
@@ -227,23 +231,28 @@ def time_steps(plan: DemoPlan, data: Path, demo_model: _DemoModel) -> dict[str, 
     processor = USAMProcessor.from_model(model)
     entries = read_manifest(data / "train.jsonl", strict=True)
     from usam.training.cache import cacheable_encoders
+    from usam.training.collate import Collator
     from usam.training.config import load_train_config
+    from usam.training.trainer import build_reading
 
     cached_names = set(cacheable_encoders(model))
     own_loss = model.config.loss
     timings = {}
     for name, yaml_name in STAGES:
         recipe = stage_config(name)
+        # the stage's own settings (its model_overrides and --set applied as training applies them)
+        stage_cfg = load_train_config(REPO_ROOT / "configs/train" / yaml_name,
+                                      {"model": model_sections(plan), **plan.settings.get(name, {})})
         size = int(recipe["data"].get("max_samples") or 8)
         dataset = AudioDataset(entries[:size], strict=True)
         samples = [dataset[i] for i in range(len(dataset))]
-        instructions = [x.instruction or instruction_for(x.task, train=False, lang=x.lang) for x in samples]
-        batch = processor([x.audio for x in samples], instructions, [x.references[0] for x in samples],
-                          tasks=[x.task for x in samples])
-        with torch.no_grad():
-            cached = model.encode_audio(batch["audio"], batch["audio_lengths"])
-        # the stage's own loss settings (its model_overrides applied as training applies them)
-        stage_cfg = load_train_config(REPO_ROOT / "configs/train" / yaml_name, {"model": model_sections(plan)})
+        for x in samples:
+            x.instruction = x.instruction or instruction_for(x.task, train=False, lang=x.lang)
+        reading = build_reading(stage_cfg, processor.tokenizer)  # reading practice joins every step's batch
+        extra = reading.draw(stage_cfg.data.reading.per_batch, step=0) if reading is not None else []
+        batches = {name: Collator(processor, None)([*samples, *extra]).batch}
+        if extra:  # the step without it measures the machine against the reference's (machine_scale)
+            batches[f"{name}_without_reading"] = Collator(processor, None)(samples).batch
         model.config.loss = stage_cfg.model_config().loss
         if model.config.loss.lambda_ctc > 0 and getattr(model, "ctc", None) is None:
             from usam.ctc import CTCAlignment
@@ -254,26 +263,30 @@ def time_steps(plan: DemoPlan, data: Path, demo_model: _DemoModel) -> dict[str, 
         model.train()
         live = [n for n in model.encoders if n not in cached_names]
         opt = torch.optim.AdamW([p for _, p in model.trainable_parameters()], lr=1e-5)
-        times = []
-        for _ in range(3):
-            start = time.time()
-            opt.zero_grad()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.get("autocast") == "bf16"):
-                outputs = dict(cached)
-                for n in live:
-                    outputs[n] = model.encoders[n](batch["audio"], batch["audio_lengths"])
-                loss = model(**batch, encoder_outputs=outputs).loss
-            loss.backward()
-            opt.step()
-            times.append(time.time() - start)
-        timings[name] = sorted(times)[1]
+        for key, batch in batches.items():
+            with torch.no_grad():
+                cached = model.encode_audio(batch["audio"], batch["audio_lengths"])
+            times = []
+            for _ in range(3):
+                start = time.time()
+                opt.zero_grad()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.get("autocast") == "bf16"):
+                    outputs = dict(cached)
+                    for n in live:
+                        outputs[n] = model.encoders[n](batch["audio"], batch["audio_lengths"])
+                    loss = model(**batch, encoder_outputs=outputs).loss
+                loss.backward()
+                opt.step()
+                times.append(time.time() - start)
+            timings[key] = sorted(times)[1]
     model.config.loss = own_loss
     return timings
 
 
 def machine_scale(step_s: dict[str, float]) -> float:
-    """How much slower than the reference machine this one is (< 1: faster), from its timed stage-2 step."""
-    return step_s["stage2"] / REFERENCE_STEP_S
+    """How much slower than the reference machine this one is (< 1: faster), from its timed stage-2 step (without
+    reading practice, which the reference step did not have)."""
+    return step_s.get("stage2_without_reading", step_s["stage2"]) / REFERENCE_STEP_S
 
 
 def eval_reserve_s(step_s: dict[str, float]) -> float:
@@ -305,7 +318,8 @@ def plan_steps(plan: DemoPlan, step_s: dict[str, float], elapsed_s: float) -> di
     _say(f"timing: {parts} -> training ETA {train_s / 60:.1f} min, then about {reserve_s / 60:.0f} min of "
          f"evaluation (finish in about {(elapsed_s + train_s + reserve_s) / 60:.0f} min from the start). An "
          f"estimate from this machine's timed steps: validations and evaluation scaled from a reference machine's "
-         f"by the stage-2 step ({step_s['stage2']:.2f} s here, {REFERENCE_STEP_S:.2f} s there)")
+         f"by the stage-2 step without reading practice "
+         f"({step_s.get('stage2_without_reading', step_s['stage2']):.2f} s here, {REFERENCE_STEP_S:.2f} s there)")
     return steps
 
 
@@ -333,8 +347,6 @@ def train_stage(plan: DemoPlan, data: Path, cache: Path | None, name: str, steps
         "logging.eval_every": max(-(-steps // plan.eval_points), 1),
         "logging.save_every": max(-(-steps // 2), 1),
     }
-    for dotted, value in plan.settings.get("model", {}).items():
-        apply_override(overrides["model"], dotted, value)
     overrides.update(plan.settings.get(name, {}))
     if init_from is not None:
         overrides["init_from"] = str(init_from)
@@ -431,6 +443,49 @@ def headline(plan: DemoPlan, results: dict[str, dict], data: Path, references: d
     return figures
 
 
+def spelling_figures(plan: DemoPlan, model_dir: Path, data: Path) -> dict[str, dict]:
+    """Per split with ASR items: what the audio tokens spell by greedy CTC, with no LLM (`asr_ctc_wer` against the
+    reference), and how much of it the generated transcript keeps (`asr_copy_wer`: the evaluation's predictions
+    against the spelling, over the clips whose tokens spell something). Costs a projector pass per clip."""
+    import torch
+
+    from usam.data import AudioDataset, read_manifest
+    from usam.evaluation.runner import load_predictions
+    from usam.metrics import compute_metrics, copy_fidelity
+    from usam.modeling import USAMModel
+    from usam.processing import USAMProcessor
+    from usam.tasks import instruction_for
+
+    model = USAMModel.from_pretrained(model_dir).eval()
+    if model.ctc is None:
+        return {}
+    processor = USAMProcessor.from_model(model)
+    out = {}
+    for split in EVAL_SPLITS:
+        predictions = eval_dir(plan, split) / "predictions.jsonl"
+        if not predictions.exists():
+            continue
+        said = {r["key"]: r["prediction"] for r in load_predictions(predictions) if r["task"] == "asr"}
+        entries = [e for e in read_manifest(data / EVAL_SPLITS[split], strict=True) if e.key in said]
+        if not entries:
+            continue
+        dataset = AudioDataset(entries, strict=True)
+        spelt = []
+        for start in range(0, len(entries), 8):
+            samples = [dataset[i] for i in range(start, min(start + 8, len(entries)))]
+            batch = processor([x.audio for x in samples], [instruction_for("asr", train=False)] * len(samples))
+            with torch.no_grad():
+                spelt += [processor.tokenizer.decode(ids, skip_special_tokens=True).strip()
+                          for ids in model.ctc_transcribe(**batch)]
+        refs = [e.text[0] for e in entries]
+        row = {"asr_ctc_wer": compute_metrics("asr", spelt, refs)["wer"]}
+        copied = copy_fidelity("asr", [said[e.key] for e in entries], spelt)
+        if copied is not None:
+            row["asr_copy_wer"] = copied
+        out[split] = row
+    return out
+
+
 def _per_task_subset(manifest: Path, per_task: int) -> Path:
     """The first `per_task` lines of each task, written next to the manifest (its audio paths are relative)."""
     counts: dict[str, int] = {}
@@ -503,12 +558,18 @@ def run(plan: DemoPlan) -> dict:
     references = whisper_reference(plan, data)
     clock.lap("whisper_reference", t)
     t = time.time()
+    spelling = spelling_figures(plan, final, data)
+    clock.lap("spelling", t)
+    t = time.time()
     curve = score_curve([plan.out / name for name, _ in STAGES])
     plots = make_plots(plan, final, curve)
     answers = answer_examples(final, data)
     clock.lap("answers", t)
     main = results.get("test") or {}
-    summary = {"model": str(final), "figures": headline(plan, results, data, references),
+    figures = headline(plan, results, data, references)
+    for split, row in spelling.items():
+        figures.setdefault(split, {}).update(row)
+    summary = {"model": str(final), "figures": figures,
                "metrics": {split: r.get("metrics") for split, r in results.items() if r},
                "expert_usage": main.get("expert_usage"), "plots": plots, "answers": answers,
                "steps": steps, "step_s": step_s, "curve": curve, "timings_s": plan.timings,
@@ -631,7 +692,8 @@ def print_summary(plan: DemoPlan, summary: dict) -> None:
     if curve:
         _say("validation during training (what the audio tokens spell by CTC, and in stage 2 a few generated "
              "answers per task; --eval-points sets how often)")
-        keys = [k for k in ("asr/wer", "asr/ctc_wer", "cls/accuracy", "cls/ctc_accuracy", "qa/exact_match",
+        keys = [k for k in ("asr/wer", "asr/ctc_wer", "asr/copy_wer", "cls/accuracy", "cls/ctc_accuracy",
+                            "qa/exact_match",
                             "aac/cider_d", "mc/cider_d", "s2tt/bleu")
                 if any(k in r for r in curve)]
         width = max(len(k) for k in keys) + 2

@@ -129,6 +129,17 @@ def compute_metrics_per_task(tasks: Sequence[str], predictions: Sequence[str], r
     return {"tasks": results, "n": len(predictions), "per_item": per_item}
 
 
-__all__ = ["compute_metrics", "compute_metrics_per_task", "metric_name", "metric_options", "METRICS",
-           "TASK_METRIC", "PRIMARY_SCORE", "LOWER_IS_BETTER", "asr_metrics", "translation_metrics",
+def copy_fidelity(task: str, predictions: Sequence[str], spellings: Sequence[str]) -> float | None:
+    """How much of what the audio tokens spell the answer keeps: the task's primary score of the predictions
+    against the spellings (greedy CTC transcripts) as references, over the items whose spelling holds a letter or
+    digit (an empty reference has no score); None when none does."""
+    pairs = [(p, s) for p, s in zip(predictions, spellings) if any(c.isalnum() for c in s)]
+    if not pairs:
+        return None
+    value = compute_metrics(task, [p for p, _ in pairs], [s for _, s in pairs]).get(PRIMARY_SCORE[metric_name(task)])
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+__all__ = ["compute_metrics", "compute_metrics_per_task", "copy_fidelity", "metric_name", "metric_options",
+           "METRICS", "TASK_METRIC", "PRIMARY_SCORE", "LOWER_IS_BETTER", "asr_metrics", "translation_metrics",
            "caption_metrics", "classification_metrics", "qa_metrics"]

@@ -23,7 +23,7 @@ def score_token_modes(model_dir: str | Path, manifest: str | Path, readings: dic
     """readings: {name: audio_tokens settings (mode, top_k, ...)} -> {name: {"wer", "copy_wer", "n"}}, plus
     "ctc" (the spelling's own WER) and "oracle" (one-hot posteriors of the reference)."""
     from usam.data import AudioDataset, read_manifest
-    from usam.metrics import compute_metrics
+    from usam.metrics import compute_metrics, copy_fidelity
     from usam.modeling import USAMModel
     from usam.processing import USAMProcessor
     from usam.reading import oracle_audio
@@ -57,7 +57,8 @@ def score_token_modes(model_dir: str | Path, manifest: str | Path, readings: dic
                 batch = processor([s.audio for s in chunk], [instruction] * len(chunk))
                 hyps += processor.batch_decode(model.generate(**batch, max_new_tokens=max_new_tokens))
         results[name] = {"wer": compute_metrics("asr", hyps, refs)["wer"], "n": len(refs),
-                         "copy_wer": _copy_wer(hyps, spelt), "examples": list(zip(refs, spelt, hyps))[:3]}
+                         "copy_wer": copy_fidelity("asr", hyps, spelt),
+                         "examples": list(zip(refs, spelt, hyps))[:3]}
     model.config.audio_tokens = own
     if oracle:
         processor = USAMProcessor.from_model(model)
@@ -70,10 +71,3 @@ def score_token_modes(model_dir: str | Path, manifest: str | Path, readings: dic
                 hyps += processor.batch_decode(model.generate(**batch, max_new_tokens=max_new_tokens))
         results["oracle"] = {"wer": compute_metrics("asr", hyps, refs)["wer"], "n": len(refs)}
     return results
-
-
-def _copy_wer(hyps: list[str], spelt: list[str]) -> float | None:
-    from usam.metrics import compute_metrics
-
-    pairs = [(h, t) for h, t in zip(hyps, spelt) if any(c.isalnum() for c in t)]
-    return compute_metrics("asr", *map(list, zip(*pairs)))["wer"] if pairs else None

@@ -483,7 +483,7 @@ class Trainer:
     def _generation_scores(self, dataset) -> dict:
         """{"<task>/<score>": value}: the first `logging.score_per_task` valid samples of each task, generated
         greedily and scored with the task's metric (usam.metrics)."""
-        from usam.metrics import PRIMARY_SCORE, compute_metrics, metric_name
+        from usam.metrics import PRIMARY_SCORE, compute_metrics, copy_fidelity, metric_name
 
         per_task = self.cfg.logging.score_per_task
         synced = self.zero_stage == 3 and self.world > 1
@@ -517,14 +517,9 @@ class Trainer:
                 value = compute_metrics(task, spelt, refs).get(primary)
                 if isinstance(value, (int, float)):
                     record[f"{task}/ctc_{primary}"] = float(value)
-                if hyps is not None and task in COPY_TASKS:
-                    # copy fidelity: the answer scored against what its tokens spell (how much the LLM keeps),
-                    # over the samples whose tokens spell something
-                    pairs = [(h, t) for h, t in zip(hyps, spelt) if any(c.isalnum() for c in t)]
-                    if pairs:
-                        value = compute_metrics(task, *map(list, zip(*pairs))).get(primary)
-                        if isinstance(value, (int, float)):
-                            record[f"{task}/copy_{primary}"] = float(value)
+                copied = copy_fidelity(task, hyps, spelt) if hyps is not None and task in COPY_TASKS else None
+                if copied is not None:  # the answer against what its tokens spell: how much the LLM keeps
+                    record[f"{task}/copy_{primary}"] = copied
         return record
 
     def _aligning(self) -> bool:
