@@ -239,11 +239,10 @@ def time_steps(plan: DemoPlan, data: Path, demo_model: _DemoModel) -> dict[str, 
     own_loss = model.config.loss
     timings = {}
     for name, yaml_name in STAGES:
-        recipe = stage_config(name)
         # the stage's own settings (its model_overrides and --set applied as training applies them)
         stage_cfg = load_train_config(REPO_ROOT / "configs/train" / yaml_name,
                                       {"model": model_sections(plan), **plan.settings.get(name, {})})
-        size = int(recipe["data"].get("max_samples") or 8)
+        size = stage_cfg.data.max_samples or 8
         dataset = AudioDataset(entries[:size], strict=True)
         samples = [dataset[i] for i in range(len(dataset))]
         for x in samples:
@@ -259,7 +258,7 @@ def time_steps(plan: DemoPlan, data: Path, demo_model: _DemoModel) -> dict[str, 
 
             model.ctc = CTCAlignment(model.llm.get_input_embeddings().embedding_dim,
                                      vocab_rows=model.config.loss.ctc_vocab_rows)
-        model.set_stage(recipe["stage"])
+        model.set_stage(stage_cfg.stage)
         model.train()
         live = [n for n in model.encoders if n not in cached_names]
         opt = torch.optim.AdamW([p for _, p in model.trainable_parameters()], lr=1e-5)
@@ -270,7 +269,7 @@ def time_steps(plan: DemoPlan, data: Path, demo_model: _DemoModel) -> dict[str, 
             for _ in range(3):
                 start = time.time()
                 opt.zero_grad()
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.get("autocast") == "bf16"):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=stage_cfg.autocast == "bf16"):
                     outputs = dict(cached)
                     for n in live:
                         outputs[n] = model.encoders[n](batch["audio"], batch["audio_lengths"])
@@ -319,7 +318,7 @@ def plan_steps(plan: DemoPlan, step_s: dict[str, float], elapsed_s: float) -> di
          f"evaluation (finish in about {(elapsed_s + train_s + reserve_s) / 60:.0f} min from the start). An "
          f"estimate from this machine's timed steps: validations and evaluation scaled from a reference machine's "
          f"by the stage-2 step without reading practice "
-         f"({step_s.get('stage2_without_reading', step_s['stage2']):.2f} s here, {REFERENCE_STEP_S:.2f} s there)")
+         f"({machine_scale(step_s) * REFERENCE_STEP_S:.2f} s here, {REFERENCE_STEP_S:.2f} s there)")
     return steps
 
 
@@ -447,14 +446,12 @@ def spelling_figures(plan: DemoPlan, model_dir: Path, data: Path) -> dict[str, d
     """Per split with ASR items: what the audio tokens spell by greedy CTC, with no LLM (`asr_ctc_wer` against the
     reference), and how much of it the generated transcript keeps (`asr_copy_wer`: the evaluation's predictions
     against the spelling, over the clips whose tokens spell something). Costs a projector pass per clip."""
-    import torch
-
     from usam.data import AudioDataset, read_manifest
     from usam.evaluation.runner import load_predictions
     from usam.metrics import compute_metrics, copy_fidelity
     from usam.modeling import USAMModel
+    from usam.probes.copy import spell
     from usam.processing import USAMProcessor
-    from usam.tasks import instruction_for
 
     model = USAMModel.from_pretrained(model_dir).eval()
     if model.ctc is None:
@@ -470,13 +467,7 @@ def spelling_figures(plan: DemoPlan, model_dir: Path, data: Path) -> dict[str, d
         if not entries:
             continue
         dataset = AudioDataset(entries, strict=True)
-        spelt = []
-        for start in range(0, len(entries), 8):
-            samples = [dataset[i] for i in range(start, min(start + 8, len(entries)))]
-            batch = processor([x.audio for x in samples], [instruction_for("asr", train=False)] * len(samples))
-            with torch.no_grad():
-                spelt += [processor.tokenizer.decode(ids, skip_special_tokens=True).strip()
-                          for ids in model.ctc_transcribe(**batch)]
+        spelt = spell(model, processor, [dataset[i].audio for i in range(len(entries))])
         refs = [e.text[0] for e in entries]
         row = {"asr_ctc_wer": compute_metrics("asr", spelt, refs)["wer"]}
         copied = copy_fidelity("asr", [said[e.key] for e in entries], spelt)

@@ -229,10 +229,10 @@ class USAMModel(nn.Module):
         embeds = self.embed_tokens(input_ids)  # (B, L, D)
         placeholder = input_ids == AUDIO_TOKEN_ID
         if simulated_ids is not None:
-            placeholder = self._fill_simulated(embeds, placeholder, simulated_ids, simulated_weights,
-                                               simulated_sample_index)
-            embeds = embeds.masked_scatter(placeholder.pop("mask")[..., None], placeholder.pop("tokens"))
-            placeholder = placeholder["rest"]
+            simulated, tokens = self._simulated_tokens(placeholder, simulated_ids, simulated_weights,
+                                                       simulated_sample_index)
+            embeds = embeds.masked_scatter(simulated[..., None], tokens.to(embeds.dtype))
+            placeholder = placeholder & ~simulated  # the rest are the clips' own
         n_placeholders = int(placeholder.sum())
         if audio_lengths is None or (audio is None and encoder_outputs is None):
             if n_placeholders:
@@ -257,8 +257,8 @@ class USAMModel(nn.Module):
             attention_mask = attention_mask.masked_scatter(placeholder, attended[slots].to(attention_mask.dtype))
         return embeds, attention_mask, info
 
-    def _fill_simulated(self, embeds, placeholder, simulated_ids, simulated_weights, simulated_sample_index) -> dict:
-        """The placeholders of the reading-practice samples and their simulated tokens, and the other placeholders."""
+    def _simulated_tokens(self, placeholder, simulated_ids, simulated_weights, simulated_sample_index):
+        """-> (the reading-practice samples' placeholders (B, L), their simulated tokens (n, D) in order)."""
         rows = torch.zeros(placeholder.shape[0], dtype=torch.bool, device=placeholder.device)
         rows[simulated_sample_index] = True
         mask = placeholder & rows[:, None]
@@ -270,7 +270,7 @@ class USAMModel(nn.Module):
         if tokens.shape[0] != int(mask.sum()):
             raise ValueError(f"reading-practice samples hold {int(mask.sum())} placeholders but "
                              f"{tokens.shape[0]} simulated tokens")
-        return {"mask": mask, "tokens": tokens.to(embeds.dtype), "rest": placeholder & ~rows[:, None]}
+        return mask, tokens
 
     # -- forward / loss -------------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,

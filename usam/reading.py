@@ -16,6 +16,8 @@ import numpy as np
 
 from usam.tasks import instruction_for
 
+READING_STREAM = 7  # sample_rng's third key for a step's reading draw (its first two: the seed and the step)
+
 
 @dataclass
 class SimulatedAudio:
@@ -90,7 +92,9 @@ class ReadingPractice:
 
     def draw(self, n: int, step: int, error_rate: float | None = None) -> list[ReadingSample]:
         """n samples for one training step (the same for the same seed and step, on every run and rank)."""
-        rng = random.Random(int(np.random.SeedSequence([self.seed, step, 7]).generate_state(1, np.uint64)[0]))
+        from usam.training.collate import sample_rng  # (here: collate imports this module)
+
+        rng = sample_rng(self.seed, step, READING_STREAM)
         rate = self.error_rate if error_rate is None else error_rate
         out = []
         for _ in range(n):

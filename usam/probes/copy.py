@@ -18,6 +18,20 @@ def _batches(items, size):
         yield items[start: start + size]
 
 
+def spell(model, processor, waves: list, batch_size: int = 8) -> list[str]:
+    """What each clip's audio tokens spell by greedy CTC (`USAMModel.ctc_transcribe`, no LLM), as text."""
+    from usam.tasks import instruction_for
+
+    instruction = instruction_for("asr", train=False)
+    out = []
+    with torch.no_grad():
+        for chunk in _batches(waves, batch_size):
+            batch = processor(list(chunk), [instruction] * len(chunk))
+            out += [processor.tokenizer.decode(ids, skip_special_tokens=True).strip()
+                    for ids in model.ctc_transcribe(**batch)]
+    return out
+
+
 def score_token_modes(model_dir: str | Path, manifest: str | Path, readings: dict[str, dict], limit: int = 80,
                       batch_size: int = 8, max_new_tokens: int = 48, oracle: bool = True) -> dict[str, dict]:
     """readings: {name: audio_tokens settings (mode, top_k, ...)} -> {name: {"wer", "copy_wer", "n"}}, plus
@@ -41,12 +55,7 @@ def score_token_modes(model_dir: str | Path, manifest: str | Path, readings: dic
         raise ValueError(f"{model_dir}: the model has no CTC head (loss.lambda_ctc 0 and continuous audio tokens)")
     own = dataclasses.replace(model.config.audio_tokens)
     processor = USAMProcessor.from_model(model)
-    decode = processor.tokenizer.decode
-    spelt = []
-    with torch.no_grad():
-        for chunk in _batches(samples, batch_size):
-            batch = processor([s.audio for s in chunk], [instruction] * len(chunk))
-            spelt += [decode(ids, skip_special_tokens=True).strip() for ids in model.ctc_transcribe(**batch)]
+    spelt = spell(model, processor, [s.audio for s in samples], batch_size)
     results = {"ctc": {"wer": compute_metrics("asr", spelt, refs)["wer"], "n": len(refs)}}
     for name, settings in readings.items():
         model.config.audio_tokens = dataclasses.replace(own, **settings)

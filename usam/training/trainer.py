@@ -98,7 +98,6 @@ def build_reading(cfg: TrainConfig, tokenizer):
     return ReadingPractice(tokenizer, sentences, settings.error_rate, settings.smoothing, settings.top_k, cfg.seed)
 
 
-
 def build_engine(model, cfg: TrainConfig, steps: int, world: int):
     import deepspeed
     from transformers import get_cosine_schedule_with_warmup
