@@ -114,6 +114,17 @@ def test_seeds_run_one_folder_per_seed_and_write_the_aggregate(tmp_path, monkeyp
     assert saved["machine"]["cpu_count"] >= 1 and saved["machine"]["architecture"] and saved["date"]
     assert saved["runs"]["5"]["out"] == str(tmp_path / "demo/seed5")
 
+    # a seed that has its summary is read, not run again (a killed --seeds run resumes where it stopped)
+    ran.clear()
+    (tmp_path / "demo/seed6").mkdir()
+    (tmp_path / "demo/seed6/demo_summary.json").write_text(json.dumps(
+        {"figures": {"general": {"asr_wer": 70.0}}, "steps": {"stage2": 3}, "wall_s": 9.0}))
+    demo.run_seeds(DemoPlan.make(tmp_path / "demo", quick=True, seed=6, seeds=2))
+    assert ran == [(tmp_path / "demo/seed7", 7, 1)]
+    saved = json.loads((tmp_path / "demo/seeds_summary.json").read_text())
+    assert saved["figures"]["general"]["asr_wer"]["values"] == [70.0, 87.0]
+    assert saved["runs"]["6"]["wall_s"] == 9.0
+
 
 def test_set_reaches_the_stage_config_and_every_stage_model(tmp_path, monkeypatch):
     import usam.demo as demo

@@ -579,8 +579,16 @@ def run_seeds(plan: DemoPlan) -> dict:
 
     summaries = {}
     for seed in range(plan.seed, plan.seed + plan.seeds):
-        _say(f"seed {seed} ({seed - plan.seed + 1} of {plan.seeds}): {plan.out / f'seed{seed}'}")
-        one = dataclasses.replace(plan, out=plan.out / f"seed{seed}", seed=seed, seeds=1, timings={})
+        out = plan.out / f"seed{seed}"
+        finished = out / "demo_summary.json"
+        if finished.exists():
+            # a seed whose run finished (a killed --seeds run, or seeds run as separate processes to share the
+            # cores) is read, not evaluated again: its summary is what run() returned
+            _say(f"seed {seed} ({seed - plan.seed + 1} of {plan.seeds}): {finished} (reused)")
+            summaries[seed] = json.loads(finished.read_text())
+            continue
+        _say(f"seed {seed} ({seed - plan.seed + 1} of {plan.seeds}): {out}")
+        one = dataclasses.replace(plan, out=out, seed=seed, seeds=1, timings={})
         summaries[seed] = run(one)
     result = {**aggregate_seeds(summaries), "machine": machine(), "date": time.strftime("%Y-%m-%d"),
               "runs": {str(seed): {"out": str(plan.out / f"seed{seed}"), "steps": s.get("steps"),

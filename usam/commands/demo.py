@@ -36,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed for the corpus and training (default %(default)s)")
     parser.add_argument("--seeds", type=int, default=1,
                         help="runs of the same recipe, with seeds --seed, --seed+1, ...; above 1 each run goes to "
-                        "OUT/seed<k> (k its seed; it reuses its finished work as a single run does), and "
+                        "OUT/seed<k> (k its seed; it reuses its finished work as a single run does, and a seed whose "
+                        "OUT/seed<k>/demo_summary.json exists is read, not run: seeds run as separate --seed runs "
+                        "into those folders are then only aggregated), and "
                         "OUT/seeds_summary.json holds each headline figure's mean, min, max, range and per-seed "
                         "values, with the machine and the date. Default %(default)s: one run in OUT")
     parser.add_argument("--jobs", type=int, default=None, help="processes for corpus generation (default: all cores)")
