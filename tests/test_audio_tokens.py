@@ -6,6 +6,7 @@ from conftest import make_tiny_model, tone
 from usam.audio_tokens import posterior_tokens
 from usam.config import AudioTokenSettings, USAMConfig
 from usam.ctc import CTCAlignment
+from usam.modeling import AUDIO_TOKEN_ID
 
 
 def _sharp_frames(best: list[int | None], embeddings, ctc):
@@ -146,6 +147,34 @@ def test_posterior_forward_trains_with_holes_and_hybrid_keeps_routing_on_the_con
     assert out.routing_weights.shape[0] == windows  # the router sees each window once, not its posterior slot
     out.loss.backward()
     assert model.ctc.log_scale.grad is not None  # the LM loss reaches the CTC head through the posteriors
+
+
+def test_hide_continuous_masks_the_continuous_half_of_chosen_tasks_in_training_only():
+    model, processor = _model("hybrid", **{"audio_tokens.hide_continuous": 1.0})
+    batch = processor([tone(1.5), tone(2.0, 300, seed=1)], ["Transcribe the speech.", "Describe the sound."],
+                      ["a b c", "a tone"], tasks=["asr", "aac"])
+    inputs = [batch[k] for k in ("input_ids", "attention_mask", "instruction_mask", "audio", "audio_lengths")]
+
+    def attended():
+        with torch.no_grad():
+            _, attention, info = model._inputs_embeds(*inputs, None, None, tasks=batch["tasks"])
+        placeholder = batch["input_ids"] == AUDIO_TOKEN_ID
+        n = info["mask"].sum(1).tolist()  # each clip's continuous tokens: the first n of its 2n placeholders
+        return [attention[row][placeholder[row]][:n[row]].tolist() for row in range(2)]
+
+    model.train()
+    asr, aac = attended()
+    assert not any(asr) and all(aac)  # the ASR clip reads only its spelling; the caption clip keeps both halves
+    model.eval()
+    assert all(all(row) for row in attended())  # inference always shows both halves
+    model.train()
+    model.config.audio_tokens.hide_continuous_tasks = ["aac"]
+    asr, aac = attended()
+    assert all(asr) and not any(aac)
+    with pytest.raises(ValueError, match="hide_continuous needs mode hybrid"):
+        AudioTokenSettings(mode="posterior", hide_continuous=0.5)
+    with pytest.raises(ValueError, match=r"hide_continuous must be in \[0, 1\]"):
+        AudioTokenSettings(mode="hybrid", hide_continuous=1.5)
 
 
 def test_posterior_mode_round_trips_through_save_and_load(tmp_path):

@@ -172,12 +172,17 @@ class AudioTokenSettings:
     `temperature` (top_k 1: the best token's embedding row).
     hybrid: the continuous tokens followed by the posterior tokens of the same clip, so that what words cannot
     say (loudness, timbre, tempo) still reaches the LLM; twice the placeholders per clip.
-    Needs the CTC head (built whenever mode is not continuous; trained by loss.lambda_ctc)."""
+    Needs the CTC head (built whenever mode is not continuous; trained by loss.lambda_ctc).
+    hide_continuous (hybrid, training only): the share of clips of the tasks `hide_continuous_tasks` whose
+    continuous half is hidden from the LLM (masked out of attention) for that step, so that the LLM learns to
+    read their spelled half rather than lean on the continuous one; inference always shows both halves."""
     mode: str = "continuous"
     blank_threshold: float = 0.9
     merge_runs: bool = True
     top_k: int | None = 8  # None: the whole vocabulary
     temperature: float = 1.0
+    hide_continuous: float = 0.0
+    hide_continuous_tasks: list = field(default_factory=lambda: ["asr"])
 
     def __post_init__(self):
         if self.mode not in ("continuous", "posterior", "hybrid"):
@@ -188,6 +193,11 @@ class AudioTokenSettings:
             raise ValueError(f"audio_tokens.top_k must be >= 1 or null, got {self.top_k}")
         if self.temperature <= 0:
             raise ValueError(f"audio_tokens.temperature must be > 0, got {self.temperature}")
+        if not 0.0 <= self.hide_continuous <= 1.0:
+            raise ValueError(f"audio_tokens.hide_continuous must be in [0, 1], got {self.hide_continuous}")
+        if self.hide_continuous > 0 and self.mode != "hybrid":
+            raise ValueError("audio_tokens.hide_continuous needs mode hybrid (only a hybrid clip has a continuous "
+                             f"half to hide), got mode {self.mode!r}")
 
     @property
     def slots_per_window(self) -> int:

@@ -201,10 +201,11 @@ class USAMModel(nn.Module):
         table = self.llm.get_input_embeddings()
         return table(torch.arange(table.num_embeddings, device=self.device))
 
-    def llm_audio_tokens(self, tokens: torch.Tensor, mask: torch.Tensor):
+    def llm_audio_tokens(self, tokens: torch.Tensor, mask: torch.Tensor, hide_continuous: torch.Tensor | None = None):
         """What the LLM reads for projector tokens (C, N, D) with mask (C, N), by audio_tokens.mode ->
         (tokens (C, M, D), placeholder mask (C, M), attended (C, M)): M = N, or 2N for hybrid (continuous, then
-        posterior). Posterior frames that are dropped or merged stay in place, unattended."""
+        posterior). Posterior frames that are dropped or merged stay in place, unattended; so does the continuous
+        half of the hybrid clips flagged in hide_continuous (C,)."""
         settings = self.config.audio_tokens
         if settings.mode == "continuous":
             return tokens, mask, mask
@@ -216,11 +217,23 @@ class USAMModel(nn.Module):
         posterior = posterior.to(tokens.dtype)
         if settings.mode == "posterior":
             return posterior, mask, keep
-        return torch.cat([tokens, posterior], 1), torch.cat([mask, mask], 1), torch.cat([mask, keep], 1)
+        shown = mask if hide_continuous is None else mask & ~hide_continuous[:, None]
+        return torch.cat([tokens, posterior], 1), torch.cat([mask, mask], 1), torch.cat([shown, keep], 1)
+
+    def _clips_to_hide(self, tasks: list[str] | None, audio_sample_index: torch.Tensor) -> torch.Tensor | None:
+        """(C,) which clips' continuous halves this training step hides (audio_tokens.hide_continuous), or None."""
+        settings = self.config.audio_tokens
+        if not self.training or settings.hide_continuous <= 0 or tasks is None:
+            return None
+        eligible = torch.tensor([tasks[int(i)] in settings.hide_continuous_tasks for i in audio_sample_index],
+                                dtype=torch.bool, device=audio_sample_index.device)
+        # the global generator, which the trainer seeds: reproducible per step on one machine
+        drawn = torch.rand(eligible.shape[0]) < settings.hide_continuous
+        return eligible & drawn.to(eligible.device)
 
     def _inputs_embeds(self, input_ids, attention_mask, instruction_mask, audio, audio_lengths, audio_sample_index,
                        encoder_outputs, simulated_ids=None, simulated_weights=None, simulated_sample_index=None,
-                       for_llm: bool = True):
+                       for_llm: bool = True, tasks: list[str] | None = None):
         """-> (input embeddings (B, L, D), attention mask (B, L) with the unattended audio frames at 0, info on the
         audio path or None). Reading practice without audio (usam/reading.py): the placeholders of the samples
         simulated_sample_index (S,) take simulated posterior tokens of a text, simulated_weights (S, K, k) over the
@@ -247,7 +260,7 @@ class USAMModel(nn.Module):
         info = dict(tokens=tokens, mask=mask, projected=projected, sample_index=audio_sample_index)
         if not for_llm:
             return embeds, attention_mask, info
-        read, slots, attended = self.llm_audio_tokens(tokens, mask)
+        read, slots, attended = self.llm_audio_tokens(tokens, mask, self._clips_to_hide(tasks, audio_sample_index))
         flat = read[slots]  # valid tokens, clip by clip, in order: the order of the placeholders
         if flat.shape[0] != n_placeholders:
             raise ValueError(f"the batch has {n_placeholders} audio placeholders but the audio gives {flat.shape[0]} "
@@ -287,7 +300,7 @@ class USAMModel(nn.Module):
         runs_llm = lc.lambda_ce > 0 or labels is None  # lambda_ce 0: an alignment step that never runs the LLM
         embeds, attention_mask, info = self._inputs_embeds(
             input_ids, attention_mask, instruction_mask, audio, audio_lengths, audio_sample_index, encoder_outputs,
-            simulated_ids, simulated_weights, simulated_sample_index, for_llm=runs_llm)
+            simulated_ids, simulated_weights, simulated_sample_index, for_llm=runs_llm, tasks=tasks)
         keep, logits = None, None
         if runs_llm:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # from the mask: padding-invariant
