@@ -99,3 +99,31 @@ def test_dataloader_with_bucket_sampler(tmp_path):
         assert len(batch) * max(s.duration for s in batch) <= 3.0 + 1e-6
         seen += [s.key for s in batch]
     assert sorted(seen) == [f"c{i}" for i in range(5)]
+
+
+def test_every_caption_of_a_multi_reference_entry_is_a_training_target(tmp_path):
+    """Clotho has five captions per clip: each is the training target about equally often across epochs,
+    reproducibly from the seed; the training batch's answer is that caption; validation keeps them all."""
+    from collections import Counter
+
+    from usam.training.collate import TrainItems
+
+    sf.write(tmp_path / "a.wav", np.zeros(8000, np.float32), 16000)
+    captions = [f"caption number {i}" for i in range(5)]
+    row = {"key": "clotho1", "audio": "a.wav", "task": "aac", "text": captions, "instruction": "Describe."}
+    (tmp_path / "m.jsonl").write_text(json.dumps(row) + "\n" + json.dumps({**row, "key": "clotho2"}) + "\n")
+    entries = read_manifest(tmp_path / "m.jsonl")
+
+    def targets(seed, epochs=300):
+        return [TrainItems(AudioDataset(entries), seed=seed, epoch=epoch)[index].target
+                for epoch in range(epochs) for index in range(2)]
+
+    drawn = targets(0)
+    counts = Counter(drawn)
+    assert set(counts) == set(captions)
+    assert all(90 <= n <= 150 for n in counts.values()), counts  # 600 draws over 5 captions: 120 each expected
+    assert drawn == targets(0) and drawn != targets(1)  # reproducible from the seed, and the seed matters
+    assert Counter(TrainItems(AudioDataset(entries), seed=0, epoch=0, train=False)[0].target for _ in range(3)) \
+        == Counter({captions[0]: 3})  # validation: the first, as before (its scores use every reference)
+    item = TrainItems(AudioDataset(entries), seed=0, epoch=0)[0]
+    assert item.references == captions  # the other captions stay with the sample for scoring

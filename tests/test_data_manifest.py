@@ -50,6 +50,7 @@ BAD_LINES = [
     ("missing_field", {"key": "x2", "task": "asr", "text": "t"}, "audio"),
     ("missing_field", {"key": "x3", "audio": "wav/a.wav", "task": "asr"}, "text"),
     ("bad_type", {"key": "x4", "audio": "wav/a.wav", "task": "asr", "text": 5}, "text"),
+    ("missing_field", {"key": "x4b", "audio": "wav/a.wav", "task": "aac", "text": ["a dog", " "]}, "text"),
     ("bad_type", {"key": "x5", "audio": "wav/a.wav", "task": "asr", "text": "t", "duration": "long"}, "duration"),
     ("bad_type", {"key": 6, "audio": "wav/a.wav", "task": "asr", "text": "t"}, "key"),
     ("bad_value", {"key": "x7", "audio": "wav/a.wav", "task": "asr", "text": "t", "offset": 2, "end": 1}, "end"),

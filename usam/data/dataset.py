@@ -26,17 +26,18 @@ class Sample:
     key: str
     audio: np.ndarray              # (n,) float32 mono at the dataset's target rate
     task: str
-    references: list[str]          # references[0] is the training target
+    references: list[str]          # every reference; evaluation scores against all of them
     instruction: str | None = None
     lang: str | None = None
     duration: float = 0.0          # seconds of `audio`
     source: str = ""
     line: int | None = None
     extra: dict = field(default_factory=dict)
+    target_index: int = 0          # which reference is the training target (TrainItems draws it per epoch)
 
     @property
     def target(self) -> str:
-        return self.references[0]
+        return self.references[self.target_index]
 
 
 @dataclass

@@ -154,8 +154,12 @@ def _text_list(value, label: str, where: dict, *, tab_separated: bool = False) -
         raise DataError("bad_type", f"{label!r} must be a string or a list of strings, got {type(value).__name__}",
                         field=label, **where)
     if not texts or not texts[0].strip():
-        raise DataError("missing_field", f"{label!r} is empty (the first reference is the training target)",
+        raise DataError("missing_field", f"{label!r} is empty (each reference can be a training target)",
                         field=label, **where)
+    for i, t in enumerate(texts[1:], 1):
+        if not t.strip():
+            raise DataError("missing_field", f"{label!r}[{i}] is empty (each reference can be a training target)",
+                            field=label, **where)
     return texts
 
 

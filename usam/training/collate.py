@@ -1,8 +1,10 @@
 """From dataset items to model batches.
 
-`TrainItems` wraps an AudioDataset and settles each sample's instruction: the manifest's own, else a
-phrasing of its task drawn with an RNG seeded from (seed, epoch, index). No global RNG stream is used, so
-the phrasing of a sample does not depend on the DataLoader's workers or on where a run was resumed.
+`TrainItems` wraps an AudioDataset and settles each sample's instruction (the manifest's own, else a phrasing
+of its task) and, for an entry with several references (Clotho's five captions, AudioCaps' and MusicCaps'
+several), which of them is this epoch's training target; both are drawn with RNGs seeded from (seed, epoch,
+index). No global RNG stream is used, so neither depends on the DataLoader's workers or on where a run was
+resumed.
 
 `Collator` runs in the DataLoader workers: it keeps the skipped samples apart (the main process counts
 them in a SkipStats, see usam.data.dataset) and builds the processor batch. With a feature cache it also
@@ -21,9 +23,14 @@ from usam.reading import SimulatedAudio
 from usam.tasks import instruction_for
 
 
-def sample_rng(seed: int, epoch: int, index: int) -> random.Random:
-    """A private RNG for one sample of one epoch (the same on every run, rank and worker)."""
-    return random.Random(int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, np.uint64)[0]))
+TARGET_STREAM = 1  # sample_rng's stream for the choice of a sample's training reference
+
+
+def sample_rng(seed: int, epoch: int, index: int, stream: int | None = None) -> random.Random:
+    """A private RNG for one sample of one epoch (the same on every run, rank and worker); `stream` gives an
+    independent one for another draw of the same sample."""
+    keys = [seed, epoch, index] if stream is None else [seed, epoch, index, stream]
+    return random.Random(int(np.random.SeedSequence(keys).generate_state(1, np.uint64)[0]))
 
 
 class TrainItems(torch.utils.data.Dataset):
@@ -43,6 +50,12 @@ class TrainItems(torch.utils.data.Dataset):
             except ValueError as err:  # e.g. a qa sample without its question
                 return SkippedSample(key=item.key, file=item.source, line=item.line, reason="missing_field",
                                      message=f"instruction: {err}")
+        if isinstance(item, Sample) and self.train and len(item.references) > 1:
+            # Each reference is the target about equally often: a uniform draw per (epoch, position in the
+            # epoch's list), so an entry repeated by its weight within an epoch draws again. Entries are
+            # kept whole (one per clip, not one per caption) so that the mixture's weights count clips.
+            item.target_index = sample_rng(self.seed, self.epoch, index, TARGET_STREAM).randrange(
+                len(item.references))
         return item
 
 
