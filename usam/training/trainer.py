@@ -7,6 +7,7 @@ with the same micro-batches. Logged losses are the mean over micro-batches and r
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -571,12 +572,35 @@ class Trainer:
         return self.processor.batch_decode(ids)
 
     # ---------------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _fp32_master_weights(self):
+        """Under DeepSpeed's bf16/fp16 engine the module holds 16-bit copies; the optimiser keeps the fp32 masters.
+        Inside this context the trained parameters hold their fp32 masters (restored after), so a saved model is
+        what the optimiser trained, not its rounding: the next stage (init_from) rebuilds its masters from it.
+        A collective under ZeRO-3 (every rank calls it, inside the gather of the saved parameters)."""
+        if not (self.engine.bfloat16_enabled() or self.engine.fp16_enabled()):
+            yield
+            return
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        swapped = []
+        for param in self.model.saved_parameters():
+            if not param.requires_grad:
+                continue
+            master = safe_get_full_fp32_param(param)
+            if master is not None:
+                swapped.append((param, param.data))
+                param.data = master.detach().to(param.device).view(param.data.shape)
+        try:
+            yield
+        finally:
+            for param, data in swapped:
+                param.data = data
+
     def save_final(self) -> Path:
         """model.save_pretrained into output_dir/final (rank 0, atomically: a temp folder then a rename).
         Under ZeRO-3 the weights it writes are gathered first (a collective on every rank); the frozen pretrained
         bases, which it only references, stay partitioned."""
-        import contextlib
-
         final = self.out / FINAL_DIR
         tmp = self.out / f".{FINAL_DIR}.tmp"
         if self.zero_stage == 3:
@@ -585,7 +609,7 @@ class Trainer:
             ctx = deepspeed.zero.GatheredParameters(self.model.saved_parameters(), modifier_rank=None)
         else:
             ctx = contextlib.nullcontext()
-        with ctx:
+        with ctx, self._fp32_master_weights():
             if self.main:
                 shutil.rmtree(tmp, ignore_errors=True)
                 self.model.save_pretrained(tmp)
