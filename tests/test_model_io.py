@@ -136,3 +136,41 @@ def test_usam_8b_builds_on_the_meta_device():
     assert 8.0e9 < counts["total"] < 8.6e9  # Llama-3.1-8B (8.03 B) + three encoders + connector
     assert 8.0e9 < counts["llm"] < 8.1e9
     assert counts["trainable"] < 0.02 * counts["total"]
+
+
+# Llama 3.1's turns with the date header its official template writes into every chat (a stand-in written here:
+# the real template needs the gated tokenizer)
+DATED_TEMPLATE = (
+    "{{- bos_token }}<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
+    "Today Date: 26 Jul 2024\n\n{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}{% endif %}"
+    "<|eot_id|>{% for m in messages %}{% if m['role'] != 'system' %}<|start_header_id|>{{ m['role'] }}"
+    "<|end_header_id|>\n\n{{ m['content'] | trim }}<|eot_id|>{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+
+
+def test_chat_template_without_the_date_header_shortens_every_sample_and_travels_with_the_model(tmp_path):
+    from conftest import make_tiny_model, tone
+    from usam import USAMModel, USAMProcessor
+
+    def encoded(template):
+        model, processor = make_tiny_model(**{"llm.chat_template": template, "llm.system_prompt": "Answer."})
+        batch = processor([tone(1.0)], ["Transcribe the speech."], ["hello there"], tasks=["asr"])
+        text = processor.tokenizer.decode([t for t in batch["input_ids"][0].tolist() if t >= 0])
+        return model, batch, text
+
+    _, dated, dated_text = encoded(DATED_TEMPLATE)
+    model, plain, plain_text = encoded("configs/chat_templates/llama3_no_date.jinja")
+    assert "Today Date" in dated_text and "Today Date" not in plain_text and "Cutting Knowledge" not in plain_text
+    header = len("Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n")  # byte tokenizer: 1 per byte
+    assert dated["input_ids"].shape[1] - plain["input_ids"].shape[1] == header
+    for text in (dated_text, plain_text):  # the same turns otherwise, the answer labelled in both
+        assert "<|start_header_id|>user<|end_header_id|>\n\nTranscribe the speech." in text
+        assert "Answer." in text
+    assert int((plain["labels"] != -100).sum()) == int((dated["labels"] != -100).sum())
+    model.save_pretrained(tmp_path / "m")
+    again = USAMModel.from_pretrained(tmp_path / "m")  # the text was saved, not the repository path
+    assert again.config.llm.chat_template == again.tokenizer.chat_template == model.tokenizer.chat_template
+    batch = USAMProcessor.from_model(again)([tone(1.0)], ["Transcribe the speech."], ["hello there"], tasks=["asr"])
+    assert batch["input_ids"].tolist() == plain["input_ids"].tolist()
+    with pytest.raises(FileNotFoundError, match="llm.chat_template: 'no/such.jinja' is neither"):
+        make_tiny_model(**{"llm.chat_template": "no/such.jinja"})

@@ -127,6 +127,10 @@ class LLMSettings:
     trust_remote_code: bool = False
     # A system message for every chat; None keeps the chat template's own default (some templates add a long one).
     system_prompt: str | None = None
+    # A Jinja chat template that replaces the tokenizer's: a file (e.g. configs/chat_templates/llama3_no_date.jinja,
+    # Llama 3.1's turns without the date header it adds to every chat) or the template text. A saved model keeps
+    # the text, so its folder does not depend on the file.
+    chat_template: str | None = None
 
 
 @dataclass

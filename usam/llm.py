@@ -5,6 +5,8 @@ tokenizer that carries a ChatML chat template.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
@@ -51,13 +53,28 @@ def resolve_attn_implementation(name: str) -> str:
     return "sdpa"
 
 
+def chat_template_text(value: str) -> str:
+    """`llm.chat_template` -> the template: the text itself, or the contents of the file it names."""
+    if "{{" in value or "{%" in value:
+        return value
+    path = Path(value)
+    if not path.is_file() and not path.is_absolute():  # a repository path (configs/...) from any directory
+        path = Path(__file__).resolve().parents[1] / value
+    if not path.is_file():
+        raise FileNotFoundError(f"config llm.chat_template: {value!r} is neither a Jinja template nor a file")
+    return path.read_text()
+
+
 def load_tokenizer(settings: LLMSettings):
     source = settings.tokenizer or settings.name_or_path
     if source == "byte" or source is None:
-        return byte_tokenizer()
-    folder = resolve_path(source, kind="llm")
-    kwargs = {"gguf_file": settings.gguf_file} if settings.gguf_file and source == settings.name_or_path else {}
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=settings.trust_remote_code, **kwargs)
+        tokenizer = byte_tokenizer()
+    else:
+        folder = resolve_path(source, kind="llm")
+        kwargs = {"gguf_file": settings.gguf_file} if settings.gguf_file and source == settings.name_or_path else {}
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=settings.trust_remote_code, **kwargs)
+    if settings.chat_template:
+        tokenizer.chat_template = chat_template_text(settings.chat_template)
     if tokenizer.chat_template is None:
         raise ValueError(f"tokenizer of {source}: it has no chat template; use an instruct/chat model or set one")
     if tokenizer.pad_token is None:

@@ -482,6 +482,8 @@ class USAMModel(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = copy.deepcopy(self.config)
+        if config.llm.chat_template:  # the text, not a file the folder's users may not have
+            config.llm.chat_template = self.tokenizer.chat_template
         if not self.llm_pretrained or config.llm.train == "full":
             self._save_llm_folder(directory, merged=False)
             config.llm.name_or_path, config.llm.architecture, config.llm.gguf_file = LLM_DIR, None, None
@@ -498,6 +500,8 @@ class USAMModel(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = copy.deepcopy(self.config)
+        if config.llm.chat_template:
+            config.llm.chat_template = self.tokenizer.chat_template
         self._save_llm_folder(directory, merged=True)
         config.llm.name_or_path, config.llm.architecture, config.llm.gguf_file = LLM_DIR, None, None
         config.llm.tokenizer, config.llm.train = LLM_DIR, "frozen" if config.llm.train == "lora" else config.llm.train
