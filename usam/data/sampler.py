@@ -51,6 +51,18 @@ def padding_fraction(durations, batches) -> float:
     return padded / total if total > 0 else 0.0
 
 
+def task_mix(tasks, batches) -> dict:
+    """How the tasks mix inside batches: the share of batches that hold a single task, and the mean number of
+    distinct tasks per batch. A whole-epoch duration sort makes most batches single-task when tasks differ in
+    clip length, so each task's tokens are weighted by the batches it lands in (see `sort_chunk`)."""
+    tasks = list(tasks)
+    distinct = [len({tasks[i] for i in batch}) for batch in batches]
+    if not distinct:
+        return {"single_task_share": 0.0, "mean_tasks": 0.0}
+    return {"single_task_share": sum(n == 1 for n in distinct) / len(distinct),
+            "mean_tasks": float(np.mean(distinct))}
+
+
 class _ShardedBatchSampler:
     """Epoch seeding, rank sharding with equal counts, and resume; subclasses make one epoch's batches."""
 

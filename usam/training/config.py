@@ -64,6 +64,9 @@ class DataSettings:
     bucketing: bool = True           # DurationBucketSampler (True) or FixedSizeBatchSampler (False)
     max_audio_seconds: float = 120.0  # bucket cap: padded audio seconds per micro-batch
     max_samples: int | None = 16     # cap on samples per bucketed micro-batch
+    # Bucketing sorts by duration within chunks of this many shuffled clips (None: the whole epoch, which makes
+    # most micro-batches single-task when tasks differ in clip length; scripts/sampler_mix.py measures both)
+    sort_chunk: int | None = None
     batch_size: int = 8              # micro-batch size of the fixed sampler
     max_seconds: float | None = 30.0  # longer clips are skipped (reason too_long)
     num_workers: int = 0
@@ -91,6 +94,14 @@ class ScheduleSettings:
     warmup_ratio: float = 0.13
     grad_accum: int = 1
     grad_clip: float = 1.0         # 0 or null: no clipping
+    # The LM loss's mean: "step" over every answer token of the optimiser step (all micro-batches and ranks), so
+    # each token weighs the same whatever batch it lands in; "micro_batch": a mean per micro-batch, then averaged
+    token_mean: str = "step"
+
+    def __post_init__(self):
+        if self.token_mean not in ("step", "micro_batch"):
+            raise ValueError(f"train config: field 'schedule.token_mean': {self.token_mean!r} is not one of step, "
+                             "micro_batch")
 
 
 @dataclass
@@ -135,6 +146,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.autocast not in (None, "bf16", "fp16"):
             raise ValueError(f"train config: field 'autocast': {self.autocast!r} is not one of null, bf16, fp16")
+        if self.data.sort_chunk is not None and self.data.sort_chunk < 1:
+            raise ValueError(f"train config: field 'data.sort_chunk': must be >= 1 or null, got {self.data.sort_chunk}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

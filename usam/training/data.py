@@ -56,7 +56,8 @@ class TrainData:
         entries = entries if entries is not None else self.mixed.epoch_entries(epoch)
         if d.bucketing:
             s = DurationBucketSampler([e.duration for e in entries], d.max_audio_seconds, d.max_samples,
-                                      seed=self.cfg.seed, num_replicas=self.world, rank=self.rank)
+                                      seed=self.cfg.seed, num_replicas=self.world, rank=self.rank,
+                                      sort_chunk=d.sort_chunk)
         else:
             s = FixedSizeBatchSampler(len(entries), d.batch_size, seed=self.cfg.seed, num_replicas=self.world,
                                       rank=self.rank)

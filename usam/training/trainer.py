@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 import math
 import os
@@ -278,18 +279,18 @@ class Trainer:
         stopped_early = False
         steps_this_process = 0
         t_log = time.perf_counter()
-        epoch = self.epoch
-        sampler_state = self.sampler_state
         start_step = self.step
         sampler = None
+        micro_batches = self._micro_batches(self.epoch, self.sampler_state)
         done = self.step >= self.steps
         while not done:
-            if sampler_state is None and epoch >= cfg.schedule.epochs and not cfg.schedule.max_steps:
+            # one optimiser step's micro-batches, fetched first so that the LM loss can be a mean over the answer
+            # tokens of the whole step (all micro-batches and ranks) rather than a mean of micro-batch means
+            group = list(itertools.islice(micro_batches, ga - self.micro % ga))
+            if not group:
                 break
-            loader, sampler = self.data.loader(epoch, sampler_state)
-            sampler_state = None
-            self.epoch = epoch
-            for collated in loader:
+            prepared = []
+            for collated, sampler in group:
                 sampler.advance()
                 self.seen += len(collated.samples) + len(collated.skipped)
                 self.skip_counts.update(s.reason for s in collated.skipped)
@@ -302,12 +303,19 @@ class Trainer:
                 else:
                     last_good = collated
                 if self.reading is not None and weight:
-                    collated = self.collator.with_reading(collated, self._reading_samples())
+                    extra = self._reading_samples(self.micro + len(prepared))
+                    collated = self.collator.with_reading(collated, extra)
+                prepared.append((collated, weight))
+            ce_scales = self._ce_scales(prepared)
+            for (collated, weight), ce_scale in zip(prepared, ce_scales):
                 engine.train()
                 inputs = model_inputs(self.model, collated.batch, self.device)
                 with autocast_context(cfg, self.device):
                     out = engine(**inputs)
-                engine.backward(out.loss * weight)
+                loss = out.loss
+                if ce_scale is not None:
+                    loss = loss + self.model.config.loss.lambda_ce * (ce_scale - 1.0) * out.ce_loss
+                engine.backward(loss * weight)
                 engine.step()
                 self.micro += 1
                 if weight:
@@ -324,28 +332,23 @@ class Trainer:
                     acc["audio_s"] += collated.audio_seconds
                     acc["tokens"] += collated.num_tokens
                     acc["keys"] += [x.key for x in collated.samples]
-                if self.micro % ga:
-                    continue
-                self.step += 1
-                steps_this_process += 1
-                bar.update(1)
-                if self.step % log_cfg.log_every == 0 or self.step == self.steps:
-                    t_log = self._log_train(acc, usage, t_log, bar)
-                    acc = self._new_acc()
-                    usage.reset()
-                if log_cfg.eval_every and self.step % log_cfg.eval_every == 0 and self.step < self.steps:
-                    self.validate()
-                if log_cfg.save_every and self.step % log_cfg.save_every == 0 and self.step < self.steps:
-                    self._save(sampler)
-                if self.stop_after is not None and steps_this_process >= self.stop_after:
-                    stopped_early = True
-                if self.step >= self.steps or stopped_early:
-                    done = True
-                    break
-            else:
-                epoch += 1
-                continue
-            break
+            if self.micro % ga:
+                continue  # the data ended inside a step: the next fetch finds nothing
+            self.step += 1
+            steps_this_process += 1
+            bar.update(1)
+            if self.step % log_cfg.log_every == 0 or self.step == self.steps:
+                t_log = self._log_train(acc, usage, t_log, bar)
+                acc = self._new_acc()
+                usage.reset()
+            if log_cfg.eval_every and self.step % log_cfg.eval_every == 0 and self.step < self.steps:
+                self.validate()
+            if log_cfg.save_every and self.step % log_cfg.save_every == 0 and self.step < self.steps:
+                self._save(sampler)
+            if self.stop_after is not None and steps_this_process >= self.stop_after:
+                stopped_early = True
+            if self.step >= self.steps or stopped_early:
+                done = True
         bar.close()
         if stopped_early:
             return {"step": self.step, "stopped_early": True}
@@ -367,14 +370,40 @@ class Trainer:
                 logger.warning("  skipped %s", text)
         return summary
 
-    def _reading_samples(self) -> list:
-        """This micro-batch's reading practice (the same draw for the same micro-batch on a resumed run); the error
-        rate moves from error_rate to error_rate_end over the run when the latter is set."""
+    def _reading_samples(self, micro: int) -> list:
+        """Micro-batch `micro`'s reading practice (the same draw for the same micro-batch on a resumed run); the
+        error rate moves from error_rate to error_rate_end over the run when the latter is set."""
         settings = self.cfg.data.reading
         rate = settings.error_rate
         if settings.error_rate_end is not None:
             rate += (settings.error_rate_end - rate) * min(self.step / max(self.steps, 1), 1.0)
-        return self.reading.draw(settings.per_batch, step=self.micro * self.world + self.rank, error_rate=rate)
+        return self.reading.draw(settings.per_batch, step=micro * self.world + self.rank, error_rate=rate)
+
+    def _micro_batches(self, epoch: int, sampler_state: dict | None):
+        """(micro-batch, its epoch's sampler), epoch after epoch, until `schedule.epochs` (endless with max_steps).
+        Lazy: an epoch's loader is made when its first micro-batch is fetched."""
+        while sampler_state is not None or epoch < self.cfg.schedule.epochs or self.cfg.schedule.max_steps:
+            loader, sampler = self.data.loader(epoch, sampler_state)
+            sampler_state = None
+            self.epoch = epoch
+            for collated in loader:
+                yield collated, sampler
+            epoch += 1
+
+    def _ce_scales(self, prepared: list) -> list[float | None]:
+        """Per micro-batch of one optimiser step, the factor on its cross-entropy (a mean over its own answer
+        tokens) that makes the step's gradient that of the mean over every answer token of the step, on every
+        rank: n_j * grad_accum * ranks / N, as DeepSpeed divides by both. Without it a token of a micro-batch
+        with few answer tokens (ASR) weighs several times one of a long-answer micro-batch (captions).
+        None (no change) for schedule.token_mean micro_batch, or one micro-batch on one rank."""
+        ga = self.cfg.schedule.grad_accum
+        if self.cfg.schedule.token_mean != "step" or (ga == 1 and self.world == 1):
+            return [None] * len(prepared)
+        counts = [float((c.batch["labels"][:, 1:] != -100).sum()) * w for c, w in prepared]
+        total = dist_utils.all_reduce_sum([sum(counts)])[0]
+        if total <= 0:
+            return [None] * len(prepared)
+        return [n * ga * self.world / total for n in counts]
 
     @staticmethod
     def _new_acc() -> dict:
