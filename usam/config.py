@@ -109,6 +109,15 @@ class ProjectorSettings:
     # tokens reach the LLM at the scale of its text tokens (unnormalised, the demo's tokens grew to ~35x the
     # text embeddings' norm during training, and every clip looked alike to the LLM)
     output_norm: bool = False
+    # Where the balance loss counts expert use: "ranks" over the micro-batches of all data-parallel ranks at once
+    # (global-batch balancing), so that single-task micro-batches (duration buckets) are not each pushed to even
+    # use, which would work against task-aware routing; "micro_batch": each micro-batch alone. Training only; the
+    # same with one rank.
+    balance_scope: str = "ranks"
+
+    def __post_init__(self):
+        if self.balance_scope not in ("ranks", "micro_batch"):
+            raise ValueError(f"projector.balance_scope must be ranks or micro_batch, got {self.balance_scope!r}")
 
 
 @dataclass

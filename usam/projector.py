@@ -32,6 +32,7 @@ class TaskAwareMoEProjector(nn.Module):
             for _ in range(settings.num_experts)
         ])
         self.use_instruction = settings.use_instruction
+        self.balance_scope = settings.balance_scope
         self.instruction_proj = nn.Linear(llm_dim, input_dim) if settings.use_instruction else None
         self.router = nn.Linear(input_dim * (2 if settings.use_instruction else 1), settings.num_experts)
         # scale matching (projector.output_norm): USAMModel sets the gain to the LLM embeddings' RMS
@@ -59,10 +60,25 @@ class TaskAwareMoEProjector(nn.Module):
         count = valid.sum().clamp(min=1)
         if self.num_experts > 1:
             chosen = nn.functional.one_hot(probs.argmax(-1), self.num_experts).float()
-            f = (chosen * valid[..., None]).sum((0, 1)) / count  # fraction of tokens sent to each expert
-            p = (probs * valid[..., None]).sum((0, 1)) / count  # mean router probability per expert
+            routed = torch.cat([(chosen * valid[..., None]).sum((0, 1)), valid.sum()[None]])  # (E + 1,) counts
+            if self.training and self.balance_scope == "ranks":
+                routed = _summed_over_ranks(routed)
+            f = routed[:-1] / routed[-1].clamp(min=1)  # fraction of tokens sent to each expert (no gradient)
+            p = (probs * valid[..., None]).sum((0, 1)) / count  # this micro-batch's mean router probability
             balance = self.num_experts * (f * p).sum()
         else:  # one expert: nothing to balance (a constant 1 would only look like a loss)
             balance = logits.new_zeros(())
         z_loss = ((torch.logsumexp(logits, dim=-1) ** 2) * valid).sum() / count
         return ProjectorOutput(mixed, weights * valid[..., None], balance, z_loss)
+
+
+def _summed_over_ranks(counts: torch.Tensor) -> torch.Tensor:
+    """Counts summed over the data-parallel ranks (every rank runs the projector once per micro-batch, in lock-step,
+    so the collective matches); unchanged outside a distributed run."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return counts
+    counts = counts.detach().clone()
+    dist.all_reduce(counts)
+    return counts
