@@ -25,7 +25,8 @@ def _launch(out: Path, zero: str, manifest: Path, stage: int, extra=()) -> list[
     overrides = [f"model={SCALED}", f"output_dir={out}", f"data.train=[{manifest}]", "data.valid=[]",
                  "data.bucketing=false", "data.batch_size=2", "schedule.max_steps=2", "logging.log_every=1",
                  "logging.eval_every=0", "logging.save_every=0", "logging.num_generate=0", "bf16_on_cpu=true",
-                 f"deepspeed=configs/deepspeed/{zero}.json", *([Z3_ALL] if zero == "zero3" else []), *extra]
+                 f"deepspeed=configs/deepspeed/{zero.split('_')[0]}.json", *([Z3_ALL] if zero == "zero3" else []),
+                 *extra]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "train/train.py",
            "--config", recipe, "--no-progress", *overrides]
     proc = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
@@ -107,3 +108,28 @@ def test_bf16_stage2_two_ranks(corpus, stage1_zero2, zero):
     before = load_file(str(stage1_zero2 / "final" / "llm_adapter" / "adapter_model.safetensors"))
     assert set(adapter) == set(before) and any(("q_proj" in k or "v_proj" in k) for k in adapter)
     assert any(not (adapter[k].float() == before[k].float()).all() for k in adapter)  # the LoRA trained
+
+
+def test_zero3_keeps_frozen_weights_whole_and_gathers_less_per_step(corpus):
+    """ZeRO-3 with every weight partitioned (threshold 0), DeepSpeed's comms logger on. Partitioned, the frozen LLM
+    is gathered again at every step; kept whole (zero3_frozen whole, the default) it is gathered once at the
+    start, and a step gathers only trained weights. DeepSpeed keeps a gathered weight for reuse within
+    stage3_max_reuse_distance (1e9 parameters) and prefetches ahead: usam-8b's 8B frozen weights exceed both, the
+    scaled model's 0.25 M do not, so both are scaled down to 0 here, as for the big model."""
+    from usam import USAMConfig, USAMModel
+
+    root, manifest = corpus
+    logged = "{zero_optimization.stage3_param_persistence_threshold: 0, comms_logger.enabled: true, " \
+             "comms_logger.prof_all: true, zero_optimization.stage3_max_reuse_distance: 0, " \
+             "zero_optimization.stage3_prefetch_bucket_size: 0}"
+    per_step = {}
+    for frozen in ("whole", "partitioned"):
+        out = root / f"s1_zero3_{frozen}"
+        train = _launch(out, "zero3_nothreshold", manifest, 1,
+                        [f"deepspeed_overrides={logged}", f"zero3_frozen={frozen}"])
+        comm = train[-1]["comm_mb_per_step"]  # step 2: after the first gathers
+        per_step[frozen] = sum(mb for op, mb in comm.items() if "all_gather" in op)
+    llm = USAMModel(USAMConfig.from_yaml(REPO / SCALED)).llm
+    llm_mb = sum(p.numel() for p in llm.parameters()) * 2 / 2**20  # bf16, frozen in stage 1
+    print(f"ZeRO-3 all-gathered MB per step, rank 0: {per_step}; the frozen LLM: {llm_mb:.3f} MB")
+    assert per_step["partitioned"] - per_step["whole"] >= 0.8 * llm_mb, (per_step, llm_mb)

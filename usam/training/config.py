@@ -132,6 +132,11 @@ class TrainConfig:
     seed: int = 0
     deepspeed: str = "configs/deepspeed/zero2.json"
     deepspeed_overrides: dict = field(default_factory=dict)  # dotted keys set in the DeepSpeed JSON
+    # ZeRO-3 and the frozen weights (the pretrained LLM and encoders): "whole" gathers each once and keeps it on
+    # every rank (no gathers per micro-batch: forward, recompute and backward would each fetch them again);
+    # "partitioned" keeps them sharded like the trained weights, for a model whose frozen part does not fit on one
+    # GPU (70B class)
+    zero3_frozen: str = "whole"
     # "bf16": forward passes under torch.autocast with fp32 master weights. Meant for CPU runs (1.5x faster per
     # step on this AVX512-BF16 machine; /tmp figures in the demo notes); on GPU use DeepSpeed's bf16 section.
     autocast: str | None = None
@@ -146,6 +151,9 @@ class TrainConfig:
     def __post_init__(self):
         if self.autocast not in (None, "bf16", "fp16"):
             raise ValueError(f"train config: field 'autocast': {self.autocast!r} is not one of null, bf16, fp16")
+        if self.zero3_frozen not in ("whole", "partitioned"):
+            raise ValueError(f"train config: field 'zero3_frozen': {self.zero3_frozen!r} is not one of whole, "
+                             "partitioned")
         if self.data.sort_chunk is not None and self.data.sort_chunk < 1:
             raise ValueError(f"train config: field 'data.sort_chunk': must be >= 1 or null, got {self.data.sort_chunk}")
 

@@ -118,7 +118,26 @@ def build_engine(model, cfg: TrainConfig, steps: int, world: int):
     engine, optimizer, _, scheduler = deepspeed.initialize(
         model=model, model_parameters=params, config=ds_config,
         lr_scheduler=lambda opt: get_cosine_schedule_with_warmup(opt, warmup, steps))
+    if ds_config.get("zero_optimization", {}).get("stage", 0) == 3 and cfg.zero3_frozen == "whole":
+        keep_frozen_whole(engine)
     return engine, optimizer, scheduler, ds_config
+
+
+def keep_frozen_whole(engine) -> int:
+    """ZeRO-3: gather every frozen weight once and keep it whole on each rank, as DeepSpeed keeps its own
+    "persistent" small weights (ds_persist: never released after use; re-gathered after a checkpoint's
+    partitioning). The frozen bases are read three times per micro-batch (forward, recompute, backward) and never
+    change, so sharding them trades their memory for gathering them again every time. -> how many weights."""
+    frozen = [p for p in engine.module.parameters() if hasattr(p, "ds_id") and not p.requires_grad
+              and not p.ds_persist]
+    if frozen:
+        for param in frozen:
+            param.ds_persist = True
+        engine.optimizer.persistent_parameters.extend(frozen)  # the list DeepSpeed re-gathers after partitioning
+        frozen[0].all_gather(frozen)
+    logger.info("ZeRO-3: %d frozen weights (%.1f M parameters) kept whole on every rank", len(frozen),
+                sum(p.ds_numel for p in frozen) / 1e6)
+    return len(frozen)
 
 
 def _to_device(batch: dict, device) -> dict:
@@ -441,9 +460,27 @@ class Trainer:
                     record[key] = sums[key] / sums[key + "_n"]
             if self.cfg.logging.log_keys:
                 record["keys"] = [g["keys"] for g in gathered]
+            comm = self._comm_mb_per_step()
+            if comm:
+                record["comm_mb_per_step"] = comm
             self.logger.log("train", self.step, record)
             bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
         return now
+
+    def _comm_mb_per_step(self) -> dict | None:
+        """With DeepSpeed's comms logger on (DeepSpeed config `comms_logger: {enabled: true, prof_all: true}`): the
+        MB this rank moved per optimiser step since the last log, by collective (e.g. all_gather_into_tensor: the
+        ZeRO-3 weight gathers). None when the logger is off."""
+        from deepspeed.comm.comm import comms_logger
+
+        if not comms_logger.enabled:
+            return None
+        totals = {name: sum(size * record[0] for size, record in sizes.items())
+                  for name, sizes in comms_logger.comms_dict.items()}
+        since, before = getattr(self, "_comm_seen", (0, {}))
+        self._comm_seen = (self.step, totals)
+        steps = max(self.step - since, 1)
+        return {name: (total - before.get(name, 0)) / 2**20 / steps for name, total in sorted(totals.items())}
 
     # ---------------------------------------------------------------------------------------------------
     @torch.no_grad()
