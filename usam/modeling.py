@@ -323,7 +323,7 @@ class USAMModel(nn.Module):
             routing = projected.weights[info["mask"]]
             routing_index = info["sample_index"][:, None].expand_as(info["mask"])[info["mask"]]
             if self.sacl is not None and labels is not None and answer_mask is not None:
-                sacl = self._sacl(info, input_ids, answer_mask)
+                sacl = self._sacl(info, embeds, answer_mask)
             if self.ctc is not None and labels is not None and answer_mask is not None:
                 ctc = self._ctc(info, input_ids, answer_mask, tasks)
             if answer_mask is not None:
@@ -379,16 +379,17 @@ class USAMModel(nn.Module):
         cos = means @ means.T
         return ratio, (cos.sum() - cos.diagonal().sum()) / (n * (n - 1))
 
-    def _sacl(self, info, input_ids, answer_mask) -> torch.Tensor:
-        """Audio tokens of each sample (its clips concatenated) against its answer's input embeddings."""
-        batch = input_ids.shape[0]
+    def _sacl(self, info, embeds, answer_mask) -> torch.Tensor:
+        """Audio tokens of each sample (its clips concatenated) against its answer's input embeddings, read from the
+        forward's own embeddings (B, L, D) (answer positions never hold audio), not embedded a second time."""
+        batch = embeds.shape[0]
         tokens, mask, owner = info["tokens"], info["mask"], info["sample_index"]
         audio_rows = [torch.cat([tokens[c][mask[c]] for c in range(tokens.shape[0]) if int(owner[c]) == b])
                       if bool((owner == b).any()) else tokens.new_zeros(0, tokens.shape[-1]) for b in range(batch)]
-        text_embeds = self.embed_tokens(input_ids).detach()
+        text_embeds = embeds.detach()
         text_rows = [text_embeds[b][answer_mask[b].bool()] for b in range(batch)]
         pad = lambda rows: nn.utils.rnn.pad_sequence(rows, batch_first=True)  # noqa: E731
-        lens = lambda rows: torch.tensor([r.shape[0] for r in rows], device=input_ids.device)  # noqa: E731
+        lens = lambda rows: torch.tensor([r.shape[0] for r in rows], device=embeds.device)  # noqa: E731
         a, t = pad(audio_rows), pad(text_rows)
         a_mask = torch.arange(a.shape[1], device=a.device)[None] < lens(audio_rows)[:, None]
         t_mask = torch.arange(t.shape[1], device=a.device)[None] < lens(text_rows)[:, None]
