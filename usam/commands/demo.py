@@ -9,8 +9,8 @@ Whisper features, train the alignment stage (the connector learns by CTC to spel
 embeddings, without running the LLM) and stage 2 (the connector and the LLM's LoRA, every task), evaluate every
 task of the test splits, write the plots, and answer one question each about a speech, a sound and a music clip.
 The work is fixed (corpus hours, and each stage's steps in configs/train/demo_*.yaml), so a slower machine does
-the same work, only later; the ETA is printed after a timing of each stage's step. The figures reproduce on the
-same machine, but differ across CPU instruction sets and move by up to ~15 points with the seed: --seeds 3 gives
+the same work, only later; the ETA is printed after a timing of each stage's step. The figures differ across
+CPU instruction sets (fp32 sums in another order) and move by up to ~15 points with the seed: --seeds 3 gives
 their mean and range. Uses Whisper tiny.en and SmolLM2-135M-Instruct from their pip packages (converted once into
 ~/.cache/usam). Re-running reuses every finished step in --out."""
 

@@ -666,7 +666,7 @@ class Trainer:
     def save_final(self) -> Path:
         """model.save_pretrained into output_dir/final (rank 0, atomically: a temp folder then a rename).
         Under ZeRO-3 the weights it writes are gathered first (a collective on every rank); the frozen pretrained
-        bases, which it only references, stay partitioned."""
+        bases, which it only references, are not gathered for it."""
         final = self.out / FINAL_DIR
         tmp = self.out / f".{FINAL_DIR}.tmp"
         if self.zero_stage == 3:
