@@ -141,3 +141,13 @@ def test_set_reaches_the_stage_config_and_every_stage_model(tmp_path, monkeypatc
     for bad in (["stage3:a=1"], ["stage2:noequals"], ["model:=1"]):
         with pytest.raises(ValueError, match="SCOPE:KEY=VALUE"):
             DemoPlan.make(tmp_path / "demo", quick=True, settings=bad)
+
+
+@pytest.mark.parametrize("weight", [-0.1, 1.5])
+def test_ctc_weight_outside_zero_to_one_is_refused(tmp_path, capsys, weight):
+    with pytest.raises(ValueError, match="demo ctc_weight must be in"):
+        DemoPlan.make(tmp_path, quick=False, ctc_weight=weight)
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--ctc-weight", str(weight)]) == 2
+    assert not (tmp_path / "demo").exists()
+    assert DemoPlan.make(tmp_path, quick=False).ctc_weight == 0.5
+    assert DemoPlan.make(tmp_path, quick=False, ctc_weight=0).ctc_weight == 0

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import LogitsProcessorList
 from transformers.utils import ModelOutput
 
 from usam.align import align_streams
@@ -399,17 +400,23 @@ class USAMModel(nn.Module):
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, audio=None, audio_lengths=None,
                  audio_sample_index=None, instruction_mask=None, encoder_outputs=None, max_new_tokens: int = 128,
+                 ctc_weight: float = 0.0, ctc_candidates: int = 8, ctc_samples: torch.Tensor | None = None,
                  **generate_kwargs) -> torch.Tensor:
-        """Batched generation from left-padded prompts with the KV cache. Returns only the new tokens (B, T_new)."""
+        """Batched generation from left-padded prompts with the KV cache. Returns only the new tokens (B, T_new).
+
+        ctc_weight > 0: joint CTC / LLM decoding (usam/joint_decoding.py) of the samples flagged in ctc_samples (B,)
+        bool (default all): the LLM's ctc_candidates best next tokens are rescored with the prefix probability of
+        what the sample's audio tokens spell. For answers that spell the audio (transcripts, labels); needs the CTC
+        head (loss.lambda_ctc > 0)."""
         for key in ("labels", "answer_mask", "tasks"):
             generate_kwargs.pop(key, None)
         reading = {k: generate_kwargs.pop(k, None)
                    for k in ("simulated_ids", "simulated_weights", "simulated_sample_index")}
         # (posterior audio tokens: the dropped and merged frames are holes in the attention mask; generate derives
         # position ids from the mask, so the positions after them stay contiguous)
-        embeds, attention_mask, _ = self._inputs_embeds(input_ids, attention_mask, instruction_mask, audio,
-                                                        audio_lengths, audio_sample_index, encoder_outputs,
-                                                        **reading)
+        embeds, attention_mask, info = self._inputs_embeds(input_ids, attention_mask, instruction_mask, audio,
+                                                           audio_lengths, audio_sample_index, encoder_outputs,
+                                                           **reading)
         eos = {self.tokenizer.eos_token_id}
         if self.tokenizer.convert_tokens_to_ids("<|im_end|>") not in (None, self.tokenizer.unk_token_id):
             eos.add(self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
@@ -417,9 +424,36 @@ class USAMModel(nn.Module):
         if not generate_kwargs["do_sample"]:
             generate_kwargs.pop("temperature", None)
             generate_kwargs.pop("top_p", None)
+        if ctc_weight > 0:
+            processor = self._ctc_joint_processor(info, input_ids.shape[0], ctc_weight, ctc_candidates, ctc_samples,
+                                                  eos, generate_kwargs.get("num_beams", 1))
+            if processor is not None:
+                generate_kwargs["logits_processor"] = LogitsProcessorList(
+                    [*generate_kwargs.get("logits_processor", []), processor])
         return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
                                  pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(eos),
                                  **generate_kwargs)
+
+    def _ctc_joint_processor(self, info, n_samples, weight, candidates, samples, end_ids, num_beams):
+        """The joint-decoding logits processor for the prompt's audio (info from _inputs_embeds), or None when no
+        flagged sample has audio."""
+        if self.ctc is None:
+            raise ValueError("ctc_weight > 0 needs the CTC alignment head (loss.lambda_ctc > 0)")
+        from usam.joint_decoding import CTCJointLogitsProcessor, clip_log_probs
+
+        if info is None:
+            return None
+        active = torch.ones(n_samples, dtype=torch.bool) if samples is None else samples.bool().cpu()
+        with_audio = torch.zeros(n_samples, dtype=torch.bool)
+        with_audio[info["sample_index"].cpu()] = True
+        active = active & with_audio
+        if not bool(active.any()):
+            return None
+        table = self._vocabulary_embeddings()
+        log_probs, _ = clip_log_probs(self.ctc.logits(info["tokens"], table), info["mask"], info["sample_index"],
+                                      n_samples, blank=table.shape[0])
+        return CTCJointLogitsProcessor(log_probs, active.to(log_probs.device), weight, end_ids, blank=table.shape[0],
+                                       candidates=candidates, num_beams=num_beams)
 
     # -- save / load ----------------------------------------------------------------------------------------
     def _saved_state(self, everything: bool = False) -> dict[str, torch.Tensor]:

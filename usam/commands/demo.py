@@ -43,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "values, with the machine and the date. Default %(default)s: one run in OUT")
     parser.add_argument("--jobs", type=int, default=None, help="processes for corpus generation (default: all cores)")
     parser.add_argument("--model-config", default=None, help="model YAML (default configs/model/demo.yaml)")
+    parser.add_argument("--ctc-weight", type=float, default=None,
+                        help="joint CTC / LLM decoding of the evaluation's transcripts: weight in [0, 1] of the "
+                        "CTC prefix probability of what the audio tokens spell (default 0.5); the LLM alone is "
+                        "scored beside it on the unseen-voices and real splits (asr_llm_wer). 0: the LLM alone")
     parser.add_argument("--eval-points", type=int, default=2,
                         help="validations per training stage, evenly spaced; each logs the loss and per-task scores "
                         "(ASR WER, accuracy, ...) of generated answers, so more points give a finer quality-against-"
@@ -59,7 +63,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         plan = DemoPlan.make(args.out, args.quick, minutes=args.minutes, hours=args.hours, seed=args.seed,
                              jobs=args.jobs, model_yaml=args.model_config, eval_points=args.eval_points,
-                             steps=args.steps, seeds=args.seeds, settings=args.settings)
+                             steps=args.steps, seeds=args.seeds, settings=args.settings,
+                             ctc_weight=args.ctc_weight)
     except ValueError as error:
         print(f"usam demo: error: {error}", file=sys.stderr)
         return 2

@@ -25,6 +25,15 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--num-beams", type=int, default=1, help="beam search width (default 1: greedy)")
     g.add_argument("--repetition-penalty", type=float, default=1.0,
                    help="transformers' repetition_penalty (default 1.0)")
+    g.add_argument("--ctc-weight", type=float, default=0.0,
+                   help="joint CTC / LLM decoding: weight in [0, 1] of the CTC prefix probability of what the audio "
+                   "tokens spell, against the LLM's next-token probability (default 0: the LLM alone; needs a model "
+                   "with a CTC head, loss.lambda_ctc > 0)")
+    g.add_argument("--ctc-candidates", type=int, default=8,
+                   help="with --ctc-weight: the LLM's best next tokens rescored per step (default 8)")
+    g.add_argument("--ctc-tasks", default="asr",
+                   help="with --ctc-weight: comma-separated tasks decoded jointly, whose answers spell the audio "
+                   "(default asr)")
     g.add_argument("--device", default=None,
                    help="torch device (default: cuda:LOCAL_RANK when a GPU is present, else cpu)")
     g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for audio decoding (default 0)")
@@ -59,7 +68,9 @@ def settings_from_args(args):
 
     return GenerationSettings(num_beams=args.num_beams, repetition_penalty=args.repetition_penalty,
                               max_audio_seconds=args.max_audio_seconds, max_batch_size=args.batch_size,
-                              max_new_tokens=args.max_new_tokens)
+                              max_new_tokens=args.max_new_tokens, ctc_weight=args.ctc_weight,
+                              ctc_candidates=args.ctc_candidates,
+                              ctc_tasks=tuple(t.strip() for t in args.ctc_tasks.split(",") if t.strip()))
 
 
 def main(args: argparse.Namespace) -> int:

@@ -22,6 +22,10 @@ class GenerationSettings:
     max_audio_seconds: float = 240.0  # cap on the padded audio seconds of a batch (len(batch) * longest clip)
     max_batch_size: int | None = 32   # cap on the samples of a batch
     max_new_tokens: int | None = None  # overrides every task's registry value when set
+    # joint CTC / LLM decoding (usam/joint_decoding.py) of the samples of ctc_tasks: 0 is the LLM alone
+    ctc_weight: float = 0.0
+    ctc_candidates: int = 8           # the LLM's best next tokens rescored per step
+    ctc_tasks: tuple = ("asr",)
 
     def __post_init__(self):
         if self.num_beams < 1:
@@ -32,6 +36,11 @@ class GenerationSettings:
             raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not 0.0 <= self.ctc_weight <= 1.0:
+            raise ValueError(f"ctc_weight must be in [0, 1], got {self.ctc_weight}")
+        if self.ctc_candidates < 1:
+            raise ValueError(f"ctc_candidates must be >= 1, got {self.ctc_candidates}")
+        self.ctc_tasks = tuple(self.ctc_tasks)
 
     def generate_kwargs(self) -> dict:
         kwargs = {"do_sample": self.do_sample, "num_beams": self.num_beams}
@@ -39,8 +48,20 @@ class GenerationSettings:
             kwargs["repetition_penalty"] = self.repetition_penalty
         return kwargs
 
+    def joint_kwargs(self, tasks: list[str] | None, n_samples: int) -> dict:
+        """model.generate's joint-decoding arguments for a batch of these tasks (None: every sample)."""
+        if self.ctc_weight == 0:
+            return {}
+        chosen = [True] * n_samples if tasks is None else [t in self.ctc_tasks for t in tasks]
+        if not any(chosen):
+            return {}
+        return {"ctc_weight": self.ctc_weight, "ctc_candidates": self.ctc_candidates,
+                "ctc_samples": torch.tensor(chosen)}
+
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["ctc_tasks"] = list(self.ctc_tasks)
+        return out
 
 
 @dataclass
@@ -84,11 +105,15 @@ class BatchGenerator:
         self.close()
 
     @torch.no_grad()
-    def __call__(self, audios: list[np.ndarray], instructions: list[str], max_new_tokens: int) -> GenerationResult:
+    def __call__(self, audios: list[np.ndarray], instructions: list[str], max_new_tokens: int,
+                 tasks: list[str] | None = None) -> GenerationResult:
+        """tasks: each sample's task, which picks the samples of joint CTC decoding (settings.ctc_tasks); None with
+        ctc_weight > 0: every sample."""
         batch = self.processor(audios=audios, instructions=instructions)  # left padded, generation prompt
         batch = batch.to(self.model.device)
         self._captured.clear()
-        ids = self.model.generate(**batch, max_new_tokens=max_new_tokens, **self.settings.generate_kwargs())
+        joint = self.settings.joint_kwargs(tasks, len(audios))
+        ids = self.model.generate(**batch, max_new_tokens=max_new_tokens, **self.settings.generate_kwargs(), **joint)
         texts = self.processor.batch_decode(ids)
         new_tokens, finished = [], []
         for row in ids.tolist():

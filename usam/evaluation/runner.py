@@ -175,7 +175,7 @@ def _generate_shard(model_dir, items, batches, settings, device, workers, progre
             batch_items = [items[p] for p in batch_positions]
             assert [s.key for s in samples] == [it.entry.key for it in batch_items]
             result = generate([s.audio for s in samples], [it.instruction for it in batch_items],
-                              batch_items[0].max_new_tokens)
+                              batch_items[0].max_new_tokens, tasks=[it.entry.task for it in batch_items])
             for j, (item, sample) in enumerate(zip(batch_items, samples)):
                 tokens = result.audio_tokens[j]
                 mean = (result.expert_sums[j] / tokens).tolist() if result.expert_sums is not None and tokens \
