@@ -94,7 +94,7 @@ class CTCJointLogitsProcessor(LogitsProcessor):
     The processor keeps each hypothesis' recursion state between steps, keyed by its tokens, so beams may reorder."""
 
     def __init__(self, log_probs: torch.Tensor, active: torch.Tensor, weight: float, end_ids, blank: int,
-                 candidates: int = 8, num_beams: int = 1):
+                 candidates: int = 16, num_beams: int = 1):
         if not 0.0 < weight <= 1.0:
             raise ValueError(f"ctc_weight must be in (0, 1], got {weight}")
         if candidates < 1:

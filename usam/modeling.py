@@ -400,7 +400,7 @@ class USAMModel(nn.Module):
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, audio=None, audio_lengths=None,
                  audio_sample_index=None, instruction_mask=None, encoder_outputs=None, max_new_tokens: int = 128,
-                 ctc_weight: float = 0.0, ctc_candidates: int = 8, ctc_samples: torch.Tensor | None = None,
+                 ctc_weight: float = 0.0, ctc_candidates: int = 16, ctc_samples: torch.Tensor | None = None,
                  **generate_kwargs) -> torch.Tensor:
         """Batched generation from left-padded prompts with the KV cache. Returns only the new tokens (B, T_new).
 

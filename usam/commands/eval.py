@@ -29,8 +29,8 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
                    help="joint CTC / LLM decoding: weight in [0, 1] of the CTC prefix probability of what the audio "
                    "tokens spell, against the LLM's next-token probability (default 0: the LLM alone; needs a model "
                    "with a CTC head, loss.lambda_ctc > 0)")
-    g.add_argument("--ctc-candidates", type=int, default=8,
-                   help="with --ctc-weight: the LLM's best next tokens rescored per step (default 8)")
+    g.add_argument("--ctc-candidates", type=int, default=16,
+                   help="with --ctc-weight: the LLM's best next tokens rescored per step (default 16)")
     g.add_argument("--ctc-tasks", default="asr",
                    help="with --ctc-weight: comma-separated tasks decoded jointly, whose answers spell the audio "
                    "(default asr)")

@@ -24,7 +24,7 @@ class GenerationSettings:
     max_new_tokens: int | None = None  # overrides every task's registry value when set
     # joint CTC / LLM decoding (usam/joint_decoding.py) of the samples of ctc_tasks: 0 is the LLM alone
     ctc_weight: float = 0.0
-    ctc_candidates: int = 8           # the LLM's best next tokens rescored per step
+    ctc_candidates: int = 16          # the LLM's best next tokens rescored per step
     ctc_tasks: tuple = ("asr",)
 
     def __post_init__(self):
