@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=None, help="processes for corpus generation (default: all cores)")
     parser.add_argument("--model-config", default=None, help="model YAML (default configs/model/demo.yaml)")
     parser.add_argument("--ctc-weight", type=float, default=None,
-                        help="joint CTC / LLM decoding of the evaluation's transcripts: weight in [0, 1] of the "
+                        help="joint CTC / LLM decoding of the evaluation's transcripts and class labels: weight in [0, 1] of the "
                         "CTC prefix probability of what the audio tokens spell (default 0.5); the LLM alone is "
                         "scored beside it on the unseen-voices and real splits (asr_llm_wer). 0: the LLM alone")
     parser.add_argument("--eval-points", type=int, default=2,
