@@ -213,3 +213,10 @@ def test_every_voice_of_the_pool_sounds_different(tmp_path):
         digests.setdefault(hashlib.sha256(audio.tobytes()).hexdigest(), []).append(voice)
     duplicates = [v for v in digests.values() if len(v) > 1]
     assert not duplicates
+
+
+def test_sound_eval_config_makes_a_sound_only_test_set_of_hundreds():
+    cfg = load_config("configs/synth/sound_eval.yaml")
+    counts = clip_counts(cfg, cfg["hours"])
+    assert cfg["sound"]["test_timbre_sounds"] == 400 and cfg["seed"] != load_config("configs/synth/demo.yaml")["seed"]
+    assert counts["test"]["sound"] >= 350 and not any(counts["test"].get(d) for d in ("speech", "music", "mix"))
