@@ -53,6 +53,15 @@ class USAMOutput(ModelOutput):
     audio_clip_cosine: torch.Tensor | None = None
 
 
+def _cache_keyword(llm) -> str:
+    """The keyword that passes a KV cache to this LLM's forward: `cache` from transformers 5.x's rename on,
+    `past_key_values` before it (and still accepted, with a warning, after)."""
+    import inspect
+
+    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 def _lora_config(settings, **extra):
     from peft import LoraConfig
 
@@ -433,6 +442,78 @@ class USAMModel(nn.Module):
         return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
                                  pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(eos),
                                  **generate_kwargs)
+
+    @torch.no_grad()
+    def score_answers(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, answers: list[list[int]],
+                      audio=None, audio_lengths=None, audio_sample_index=None, instruction_mask=None,
+                      encoder_outputs=None, ctc_weight: float = 0.0, **_unused) -> torch.Tensor:
+        """Closed-set scoring: the log-score (B, K) of each of K fixed answers (token ids, each ending with its end
+        token) after each left-padded generation prompt, the same for every sample:
+
+            (1 - w) * sum_t log p_LLM(answer_t | prompt, answer_<t)  +  w * log p_CTC(answer without its end)
+
+        which is the score joint decoding (generate's ctc_weight) gives that complete answer, so the best of the
+        K is the answer greedy or beam search would reach if it searched the closed set exactly. The prompt runs
+        once; its KV cache is repeated K times for the answers."""
+        if not answers or any(len(a) < 1 for a in answers):
+            raise ValueError("score_answers needs at least one answer, each at least one token long")
+        if not 0.0 <= ctc_weight <= 1.0:
+            raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
+        if ctc_weight > 0 and self.ctc is None:
+            raise ValueError("ctc_weight > 0 needs the CTC alignment head (loss.lambda_ctc > 0)")
+        n_samples, n_answers = input_ids.shape[0], len(answers)
+        embeds, attention_mask, info = self._inputs_embeds(input_ids, attention_mask, instruction_mask, audio,
+                                                           audio_lengths, audio_sample_index, encoder_outputs)
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        prompt = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions, use_cache=True,
+                          logits_to_keep=1)
+        cache = prompt.past_key_values
+        cache.batch_repeat_interleave(n_answers)  # row b * K + k: sample b, answer k
+        longest = max(len(a) for a in answers)
+        ids = torch.zeros(n_answers, longest, dtype=torch.long, device=input_ids.device)
+        valid = torch.zeros(n_answers, longest, dtype=torch.bool, device=input_ids.device)
+        for k, a in enumerate(answers):
+            ids[k, : len(a)] = torch.tensor(a, device=input_ids.device)
+            valid[k, : len(a)] = True
+        ids, valid = ids.repeat(n_samples, 1), valid.repeat(n_samples, 1)  # (B*K, A)
+        mask = torch.cat([attention_mask.repeat_interleave(n_answers, 0), valid.to(attention_mask.dtype)], 1)
+        steps = positions[:, -1:].repeat_interleave(n_answers, 0) + torch.arange(1, longest + 1, device=ids.device)
+        rest = self.llm(input_ids=ids, attention_mask=mask, position_ids=steps, use_cache=True,
+                        **{_cache_keyword(self.llm): cache}).logits
+        # the first answer token is predicted by the prompt's last position, the others by the answer's own
+        log_probs = torch.cat([prompt.logits[:, -1:].repeat_interleave(n_answers, 0), rest[:, :-1]], 1)
+        token_scores = log_probs.float().log_softmax(-1).gather(-1, ids[..., None])[..., 0] * valid
+        scores = token_scores.sum(1).view(n_samples, n_answers)
+        if ctc_weight == 0:
+            return scores
+        return (1 - ctc_weight) * scores + ctc_weight * self._ctc_answer_scores(info, n_samples, answers)
+
+    def _ctc_answer_scores(self, info, n_samples: int, answers: list[list[int]]) -> torch.Tensor:
+        """(B, K) log p_CTC of each answer's tokens but its last (the end token) over each sample's clips; a sample
+        without audio scores 0."""
+        from usam.joint_decoding import clip_log_probs
+
+        out = torch.zeros(n_samples, len(answers), device=self.device)
+        if info is None:
+            return out
+        table = self._vocabulary_embeddings()
+        blank = table.shape[0]
+        log_probs, lengths = clip_log_probs(self.ctc.logits(info["tokens"], table), info["mask"],
+                                            info["sample_index"], n_samples, blank=blank)
+        # CTC's forward reads only the emissions of the target tokens and the blank, so the columns of the answers'
+        # tokens suffice: (B, T, U + 1) instead of (B, T, V + 1) for every answer
+        targets = [a[:-1] for a in answers]
+        columns = sorted({t for a in targets for t in a})
+        where = {t: i for i, t in enumerate(columns)}
+        kept = log_probs[..., torch.tensor([*columns, blank], device=log_probs.device)]
+        flat = torch.tensor([where[t] for _ in range(n_samples) for a in targets for t in a], dtype=torch.long)
+        target_lengths = torch.tensor([len(a) for a in targets] * n_samples)
+        frames = kept.repeat_interleave(len(answers), 0).transpose(0, 1)  # (T, B*K, U + 1)
+        scores = -nn.functional.ctc_loss(frames, flat.to(frames.device), lengths.repeat_interleave(len(answers)),
+                                         target_lengths.to(frames.device), blank=len(columns), reduction="none")
+        with_audio = torch.zeros(n_samples, dtype=torch.bool, device=out.device)
+        with_audio[info["sample_index"]] = True
+        return torch.where(with_audio[:, None], scores.view(n_samples, len(answers)), out)
 
     def _ctc_joint_processor(self, info, n_samples, weight, candidates, samples, end_ids, num_beams):
         """The joint-decoding logits processor for the prompt's audio (info from _inputs_embeds), or None when no

@@ -220,5 +220,21 @@ class USAMProcessor:
         with_labels = any(any(e["label"]) for e in encoded)
         return self._collate(encoded, clips, padding_side, with_labels, tasks)
 
+    def answer_token_ids(self, text: str) -> list[int]:
+        """The tokens a training sample labels for the answer `text`, up to and including the end-of-turn token
+        that closes it (what the model learned to write; closed-set scoring scores exactly these)."""
+        encoded, _ = self.encode_conversation([{"role": "user", "content": "?"},
+                                               {"role": "assistant", "content": text, "_answer": True}],
+                                              add_generation_prompt=False)
+        answer = [i for i, a in enumerate(encoded["answer"]) if a]
+        if not answer:
+            raise ValueError(f"the answer {text!r} has no tokens")
+        end = next((i for i in range(answer[-1] + 1, len(encoded["ids"])) if encoded["label"][i]
+                    and encoded["ids"][i] in self.special_ids), None)
+        if end is None:
+            raise ValueError("the chat template closes an answer with no special end token; closed-set scoring "
+                             "needs one")
+        return encoded["ids"][answer[0]: end + 1]
+
     def batch_decode(self, ids: torch.Tensor) -> list[str]:
         return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]

@@ -34,6 +34,11 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--ctc-tasks", default="asr",
                    help="with --ctc-weight: comma-separated tasks decoded jointly, whose answers spell the audio "
                    "(default asr)")
+    g.add_argument("--cls-mode", choices=("generate", "rank"), default="generate",
+                   help="classification: 'generate' writes an answer and maps it onto the label set (default); "
+                   "'rank' scores every label of the set as the answer and takes the best (joint with the CTC head "
+                   "at --ctc-weight when cls is among --ctc-tasks), so every answer is a label. The label set is the "
+                   "benchmark's `labels` option, else the distinct references of its cls items")
     g.add_argument("--device", default=None,
                    help="torch device (default: cuda:LOCAL_RANK when a GPU is present, else cpu)")
     g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for audio decoding (default 0)")
@@ -69,7 +74,7 @@ def settings_from_args(args):
     return GenerationSettings(num_beams=args.num_beams, repetition_penalty=args.repetition_penalty,
                               max_audio_seconds=args.max_audio_seconds, max_batch_size=args.batch_size,
                               max_new_tokens=args.max_new_tokens, ctc_weight=args.ctc_weight,
-                              ctc_candidates=args.ctc_candidates,
+                              ctc_candidates=args.ctc_candidates, cls_mode=args.cls_mode,
                               ctc_tasks=tuple(t.strip() for t in args.ctc_tasks.split(",") if t.strip()))
 
 

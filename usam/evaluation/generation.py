@@ -14,6 +14,9 @@ import numpy as np
 import torch
 
 
+CLS_MODES = ("generate", "rank")
+
+
 @dataclass
 class GenerationSettings:
     do_sample: bool = False           # greedy by default (deterministic benchmark numbers)
@@ -26,6 +29,10 @@ class GenerationSettings:
     ctc_weight: float = 0.0
     ctc_candidates: int = 16          # the LLM's best next tokens rescored per step
     ctc_tasks: tuple = ("asr",)
+    # cls: "generate" writes an answer that is then mapped onto the label set; "rank" scores every label of the
+    # set as the answer (model.score_answers, joint with the CTC head when cls is one of ctc_tasks) and takes the
+    # best, so every answer is a label
+    cls_mode: str = "generate"
 
     def __post_init__(self):
         if self.num_beams < 1:
@@ -40,7 +47,16 @@ class GenerationSettings:
             raise ValueError(f"ctc_weight must be in [0, 1], got {self.ctc_weight}")
         if self.ctc_candidates < 1:
             raise ValueError(f"ctc_candidates must be >= 1, got {self.ctc_candidates}")
+        if self.cls_mode not in CLS_MODES:
+            raise ValueError(f"cls_mode must be one of {', '.join(CLS_MODES)}, got {self.cls_mode!r}")
         self.ctc_tasks = tuple(self.ctc_tasks)
+
+    def ranks(self, task: str) -> bool:
+        """Whether this task's items are answered by ranking a label set rather than by generation."""
+        return task == "cls" and self.cls_mode == "rank"
+
+    def rank_ctc_weight(self, task: str) -> float:
+        return self.ctc_weight if task in self.ctc_tasks else 0.0
 
     def generate_kwargs(self) -> dict:
         kwargs = {"do_sample": self.do_sample, "num_beams": self.num_beams}
@@ -89,6 +105,7 @@ class BatchGenerator:
         self.settings = settings or GenerationSettings()
         self.end_ids = end_token_ids(processor.tokenizer)
         self._captured: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._answers: dict[tuple, list[list[int]]] = {}
         self._hook = model.projector.register_forward_hook(self._capture)
 
     def _capture(self, module, args, output) -> None:
@@ -122,6 +139,28 @@ class BatchGenerator:
             new_tokens.append(len(row) if end is None else end + 1)
         expert_sums, audio_tokens = self._routing(batch, len(audios))
         return GenerationResult(texts, new_tokens, finished, expert_sums, audio_tokens)
+
+    @torch.no_grad()
+    def rank(self, audios: list[np.ndarray], instructions: list[str], labels: list[str], task: str = "cls"
+             ) -> GenerationResult:
+        """Answer each sample with the best of a closed label set (model.score_answers, joint with the CTC head at
+        settings.rank_ctc_weight(task)); each label is scored as the answer the model was trained to write."""
+        if not labels:
+            raise ValueError("rank needs a non-empty label set")
+        answers = self._answer_ids(labels)
+        batch = self.processor(audios=audios, instructions=instructions).to(self.model.device)
+        self._captured.clear()
+        scores = self.model.score_answers(**batch, answers=answers, ctc_weight=self.settings.rank_ctc_weight(task))
+        best = scores.argmax(-1).tolist()
+        expert_sums, audio_tokens = self._routing(batch, len(audios))
+        return GenerationResult([labels[k] for k in best], [len(answers[k]) for k in best], [True] * len(audios),
+                                expert_sums, audio_tokens)
+
+    def _answer_ids(self, labels: list[str]) -> list[list[int]]:
+        cached = self._answers.get(tuple(labels))
+        if cached is None:
+            cached = self._answers[tuple(labels)] = [self.processor.answer_token_ids(label) for label in labels]
+        return cached
 
     def _routing(self, batch, n_samples: int):
         if not self._captured:

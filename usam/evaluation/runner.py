@@ -156,7 +156,17 @@ def _device(name: str | None, ctx: DistContext):
     return torch.device("cpu")
 
 
-def _generate_shard(model_dir, items, batches, settings, device, workers, progress, ctx) -> list[dict]:
+def rank_labels(benchmark: Benchmark, items: Sequence[EvalItem]) -> list[str]:
+    """The label set that closed-set cls scoring ranks: the benchmark's `labels` option, else the distinct
+    references of its cls items, sorted (the set the accuracy metric maps answers onto)."""
+    labels = benchmark.metric_options("cls" if benchmark.mixed else None).get("labels")
+    if labels:
+        return list(labels)
+    return sorted({it.entry.text[0] for it in items if it.entry.task == "cls" and len(it.entry.text) == 1})
+
+
+def _generate_shard(model_dir, items, batches, settings, device, workers, progress, ctx,
+                    labels: list[str] | None = None) -> list[dict]:
     import torch
     from tqdm.auto import tqdm
 
@@ -174,8 +184,13 @@ def _generate_shard(model_dir, items, batches, settings, device, workers, progre
         for batch_positions, samples in zip(batches, loader):
             batch_items = [items[p] for p in batch_positions]
             assert [s.key for s in samples] == [it.entry.key for it in batch_items]
-            result = generate([s.audio for s in samples], [it.instruction for it in batch_items],
-                              batch_items[0].max_new_tokens, tasks=[it.entry.task for it in batch_items])
+            task = batch_items[0].entry.task  # one task per batch (plan_batches)
+            audios, instructions = [s.audio for s in samples], [it.instruction for it in batch_items]
+            if settings.ranks(task):
+                result = generate.rank(audios, instructions, labels, task)
+            else:
+                result = generate(audios, instructions, batch_items[0].max_new_tokens,
+                                  tasks=[it.entry.task for it in batch_items])
             for j, (item, sample) in enumerate(zip(batch_items, samples)):
                 tokens = result.audio_tokens[j]
                 mean = (result.expert_sums[j] / tokens).tolist() if result.expert_sums is not None and tokens \
@@ -336,7 +351,8 @@ def evaluate(model_dir: str | Path, benchmark: Benchmark | None, out_dir: str | 
         error = None
         rows: list[dict] = []
         try:
-            rows = _generate_shard(model_dir, items, batches, settings, _device(device, ctx), workers, progress, ctx)
+            rows = _generate_shard(model_dir, items, batches, settings, _device(device, ctx), workers, progress, ctx,
+                                   rank_labels(benchmark, items) if settings.cls_mode == "rank" else None)
         except Exception as err:  # reported to every rank below, so no rank waits at the barrier forever
             error = err
         raise_if_any_failed(ctx, error)
@@ -363,5 +379,5 @@ def load_predictions(path: str | Path) -> list[dict]:
 
 
 __all__ = ["evaluate", "EvalItem", "GenerationSettings", "manifest_benchmark", "build_items", "plan_batches",
-           "check_unique_keys", "DEFAULT_MAX_NEW_TOKENS", "PREDICTIONS_FILE", "METRICS_FILE", "MARKDOWN_FILE",
+           "check_unique_keys", "rank_labels", "DEFAULT_MAX_NEW_TOKENS", "PREDICTIONS_FILE", "METRICS_FILE", "MARKDOWN_FILE",
            "load_predictions"]
