@@ -87,6 +87,9 @@ def test_a_batch_scores_as_each_sample_alone():
             alone = model.score_answers(**processor(clips[b: b + 1], prompts[b: b + 1]), answers=answers,
                                         ctc_weight=0.3)
             assert torch.allclose(together[b], alone[0], atol=1e-3)
+        # one prompt x answer row per pass (the cap on the repeated KV cache) scores the same
+        assert torch.allclose(model.score_answers(**processor(clips, prompts), answers=answers, ctc_weight=0.3,
+                                                  max_rows=1), together, atol=1e-3)
 
 
 def test_bad_arguments_are_refused():

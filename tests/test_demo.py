@@ -26,6 +26,9 @@ def test_demo_quick_end_to_end(tmp_path):
     # transcripts by joint CTC / LLM decoding, with the LLM alone scored beside them on the same clips
     generation = json.loads((out / "eval_general" / "metrics.json").read_text())["generation"]
     assert generation["ctc_weight"] == 0.5 and generation["ctc_tasks"] == ["asr", "cls"]
+    # class labels by ranking the label set: every answer is a label
+    timbre = json.loads((out / "eval_timbre" / "metrics.json").read_text())
+    assert timbre["generation"]["cls_mode"] == "rank" and timbre["metrics"]["cls"]["unmapped_rate"] == 0
     assert {"asr_wer", "asr_llm_wer"} <= set(figures["real"]) and "asr_llm_wer" in figures["general"]
     alone = json.loads((out / "eval_general_llm_alone" / "metrics.json").read_text())
     assert alone["generation"]["ctc_weight"] == 0.0 and alone["metrics"]["asr"]["n"] == 4

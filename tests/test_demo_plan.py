@@ -151,3 +151,13 @@ def test_ctc_weight_outside_zero_to_one_is_refused(tmp_path, capsys, weight):
     assert not (tmp_path / "demo").exists()
     assert DemoPlan.make(tmp_path, quick=False).ctc_weight == 0.5
     assert DemoPlan.make(tmp_path, quick=False, ctc_weight=0).ctc_weight == 0
+
+
+def test_classification_ranks_the_label_set_by_default(tmp_path, capsys):
+    assert DemoPlan.make(tmp_path, quick=False).cls_mode == "rank"
+    assert DemoPlan.make(tmp_path, quick=False, cls_mode="generate").cls_mode == "generate"
+    with pytest.raises(ValueError, match="demo cls_mode must be"):
+        DemoPlan.make(tmp_path, quick=False, cls_mode="vote")
+    with pytest.raises(SystemExit):
+        main(["demo", "--out", str(tmp_path / "demo"), "--cls-mode", "vote"])
+    assert not (tmp_path / "demo").exists()

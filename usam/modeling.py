@@ -446,7 +446,7 @@ class USAMModel(nn.Module):
     @torch.no_grad()
     def score_answers(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, answers: list[list[int]],
                       audio=None, audio_lengths=None, audio_sample_index=None, instruction_mask=None,
-                      encoder_outputs=None, ctc_weight: float = 0.0, **_unused) -> torch.Tensor:
+                      encoder_outputs=None, ctc_weight: float = 0.0, max_rows: int = 256, **_unused) -> torch.Tensor:
         """Closed-set scoring: the log-score (B, K) of each of K fixed answers (token ids, each ending with its end
         token) after each left-padded generation prompt, the same for every sample:
 
@@ -454,7 +454,8 @@ class USAMModel(nn.Module):
 
         which is the score joint decoding (generate's ctc_weight) gives that complete answer, so the best of the
         K is the answer greedy or beam search would reach if it searched the closed set exactly. The prompt runs
-        once; its KV cache is repeated K times for the answers."""
+        once; its KV cache is repeated K times for the answers (max_rows: about the most prompt x answer rows
+        of one pass; larger batches run in several)."""
         if not answers or any(len(a) < 1 for a in answers):
             raise ValueError("score_answers needs at least one answer, each at least one token long")
         if not 0.0 <= ctc_weight <= 1.0:
@@ -464,17 +465,30 @@ class USAMModel(nn.Module):
         n_samples, n_answers = input_ids.shape[0], len(answers)
         embeds, attention_mask, info = self._inputs_embeds(input_ids, attention_mask, instruction_mask, audio,
                                                            audio_lengths, audio_sample_index, encoder_outputs)
-        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        prompt = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions, use_cache=True,
-                          logits_to_keep=1)
-        cache = prompt.past_key_values
-        cache.batch_repeat_interleave(n_answers)  # row b * K + k: sample b, answer k
         longest = max(len(a) for a in answers)
         ids = torch.zeros(n_answers, longest, dtype=torch.long, device=input_ids.device)
         valid = torch.zeros(n_answers, longest, dtype=torch.bool, device=input_ids.device)
         for k, a in enumerate(answers):
             ids[k, : len(a)] = torch.tensor(a, device=input_ids.device)
             valid[k, : len(a)] = True
+        # samples per LLM pass, so that the repeated KV cache holds about max_rows rows whatever the label set
+        per_pass = max(1, max_rows // n_answers)
+        scores = torch.cat([self._answer_log_likelihoods(embeds[i: i + per_pass], attention_mask[i: i + per_pass],
+                                                         ids, valid)
+                            for i in range(0, n_samples, per_pass)])
+        if ctc_weight == 0:
+            return scores
+        return (1 - ctc_weight) * scores + ctc_weight * self._ctc_answer_scores(info, n_samples, answers)
+
+    def _answer_log_likelihoods(self, embeds, attention_mask, ids, valid) -> torch.Tensor:
+        """Prompts (B, L, D) with their mask (B, L), answers ids / valid (K, A) -> (B, K) sum of log p of the
+        answers' tokens."""
+        n_samples, n_answers, longest = embeds.shape[0], ids.shape[0], ids.shape[1]
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        prompt = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions, use_cache=True,
+                          logits_to_keep=1)
+        cache = prompt["cache"] if "cache" in prompt else prompt.past_key_values  # named cache from transformers 5.x
+        cache.batch_repeat_interleave(n_answers)  # row b * K + k: sample b, answer k
         ids, valid = ids.repeat(n_samples, 1), valid.repeat(n_samples, 1)  # (B*K, A)
         mask = torch.cat([attention_mask.repeat_interleave(n_answers, 0), valid.to(attention_mask.dtype)], 1)
         steps = positions[:, -1:].repeat_interleave(n_answers, 0) + torch.arange(1, longest + 1, device=ids.device)
@@ -483,10 +497,7 @@ class USAMModel(nn.Module):
         # the first answer token is predicted by the prompt's last position, the others by the answer's own
         log_probs = torch.cat([prompt.logits[:, -1:].repeat_interleave(n_answers, 0), rest[:, :-1]], 1)
         token_scores = log_probs.float().log_softmax(-1).gather(-1, ids[..., None])[..., 0] * valid
-        scores = token_scores.sum(1).view(n_samples, n_answers)
-        if ctc_weight == 0:
-            return scores
-        return (1 - ctc_weight) * scores + ctc_weight * self._ctc_answer_scores(info, n_samples, answers)
+        return token_scores.sum(1).view(n_samples, n_answers)
 
     def _ctc_answer_scores(self, info, n_samples: int, answers: list[list[int]]) -> torch.Tensor:
         """(B, K) log p_CTC of each answer's tokens but its last (the end token) over each sample's clips; a sample

@@ -47,6 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="joint CTC / LLM decoding of the evaluation's transcripts and class labels: weight in [0, 1] of the "
                         "CTC prefix probability of what the audio tokens spell (default 0.5); the LLM alone is "
                         "scored beside it on the unseen-voices and real splits (asr_llm_wer). 0: the LLM alone")
+    parser.add_argument("--cls-mode", choices=("generate", "rank"), default=None,
+                        help="classification in the evaluation: 'rank' scores every label of the set as the answer "
+                        "(jointly with the CTC head at --ctc-weight) and takes the best (default); 'generate' writes "
+                        "an answer and maps it onto the label set")
     parser.add_argument("--eval-points", type=int, default=2,
                         help="validations per training stage, evenly spaced; each logs the loss and per-task scores "
                         "(ASR WER, accuracy, ...) of generated answers, so more points give a finer quality-against-"
@@ -64,7 +68,7 @@ def main(args: argparse.Namespace) -> int:
         plan = DemoPlan.make(args.out, args.quick, minutes=args.minutes, hours=args.hours, seed=args.seed,
                              jobs=args.jobs, model_yaml=args.model_config, eval_points=args.eval_points,
                              steps=args.steps, seeds=args.seeds, settings=args.settings,
-                             ctc_weight=args.ctc_weight)
+                             ctc_weight=args.ctc_weight, cls_mode=args.cls_mode)
     except ValueError as error:
         print(f"usam demo: error: {error}", file=sys.stderr)
         return 2
