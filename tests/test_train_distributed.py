@@ -72,3 +72,68 @@ def test_two_ranks_match_one_rank(data, zero):
 
     model = USAMModel.from_pretrained(out / "final")
     assert model.num_parameters(trainable_only=True) > 0
+
+
+def _first_batch_files(manifest: Path, rank: int, world: int, valid: bool) -> list[Path]:
+    """The audio files of `rank`'s first training micro-batch (or validation batch) under _launch's settings."""
+    from usam.training.data import TrainData, valid_batches
+    from usam.training.testing import tiny_train_config
+
+    entries = [json.loads(line) for line in manifest.read_text().splitlines()]
+    if valid:
+        indices = valid_batches(len(entries), 2, world)[rank][0]
+        return [Path(entries[i]["audio"]) for i in indices]
+    cfg = tiny_train_config(manifest.parent / "unused", manifest, None,
+                            {"data.bucketing": False, "data.batch_size": 2})
+    data = TrainData(cfg, None, rank, world)
+    epoch_entries = data.mixed.epoch_entries(0)
+    return [Path(epoch_entries[i].audio) for i in data.sampler(0).rank_batches()[0]]
+
+
+@pytest.mark.parametrize("zero", ["zero2", pytest.param("zero3", marks=pytest.mark.slow)])
+def test_a_rank_whose_first_batches_are_unreadable_runs_a_stand_in(tmp_path, zero):
+    """Rank 1's first training micro-batch and first validation batch hold only unreadable audio. It runs a
+    zero-weighted stand-in (the first readable samples) where it raised alone before (the other rank then waited
+    in the gradient all-reduce) or skipped a validation forward (under ZeRO-3, a hang in the weight gathers)."""
+    train_m = write_corpus(tmp_path / "data", 11)
+    valid_m = write_corpus(tmp_path / "data", 4, name="valid", seed=1)
+    broken = _first_batch_files(train_m, 1, 2, valid=False) + _first_batch_files(valid_m, 1, 2, valid=True)
+    assert broken
+    for path in broken:
+        path.write_bytes(b"not audio" * 20)
+    extra = ["deepspeed_overrides={zero_optimization.stage3_param_persistence_threshold: 0}"] if zero == "zero3" else []
+    out = tmp_path / "run"
+    _launch(out, 2, 1, zero, (train_m, valid_m), [*extra, "data.valid_batch_size=2"])
+    assert [r["step"] for r in _records(out, "train")] == [1, 2, 3]
+    assert [r["step"] for r in _records(out, "valid")] == [2, 3]
+    summary = _records(out, "summary")[0]
+    assert sum(summary["skipped"].values()) >= len(_first_batch_files(train_m, 1, 2, valid=False))
+
+
+def test_no_readable_sample_is_one_error_on_every_rank(tmp_path):
+    from usam.training.data import stand_in_batch
+
+    class Items:
+        def __init__(self, items):
+            self.items = items
+
+        def __len__(self):
+            return len(self.items)
+
+        def __getitem__(self, i):
+            return self.items[i]
+
+    class Good:
+        audio = "wave"
+
+    calls = []
+
+    def collate(items):
+        calls.append(items)
+        return type("C", (), {"batch": {"n": len(items)}})()
+
+    bad = object()  # no audio: what the dataset returns for an unreadable file
+    assert stand_in_batch(Items([bad, Good(), bad, Good(), Good()]), collate, "training").batch == {"n": 2}
+    assert len(calls[0]) == 2
+    with pytest.raises(RuntimeError, match="no sample of the validation data is readable"):
+        stand_in_batch(Items([bad, bad]), collate, "validation")

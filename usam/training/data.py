@@ -69,11 +69,15 @@ class TrainData:
             self._batches_per_epoch[epoch] = len(self.sampler(epoch).rank_batches())
         return self._batches_per_epoch[epoch]
 
+    def dataset(self, epoch: int, entries=None) -> TrainItems:
+        entries = entries if entries is not None else self.mixed.epoch_entries(epoch)
+        return TrainItems(AudioDataset(entries, strict=False, max_seconds=self.cfg.data.max_seconds),
+                          seed=self.cfg.seed, epoch=epoch, train=True)
+
     def loader(self, epoch: int, sampler_state: dict | None = None):
         """(DataLoader, sampler) for one epoch; `sampler_state` resumes inside the epoch."""
         entries = self.mixed.epoch_entries(epoch)
-        dataset = TrainItems(AudioDataset(entries, strict=False, max_seconds=self.cfg.data.max_seconds),
-                             seed=self.cfg.seed, epoch=epoch, train=True)
+        dataset = self.dataset(epoch, entries)
         sampler = self.sampler(epoch, entries)
         if sampler_state is not None:
             sampler.load_state_dict(sampler_state)
@@ -84,6 +88,26 @@ class TrainData:
                                              num_workers=self.cfg.data.num_workers, generator=generator,
                                              persistent_workers=False, pin_memory=torch.cuda.is_available())
         return loader, sampler
+
+
+def stand_in_batch(dataset, collate, what: str):
+    """The first readable samples of `dataset`, in its order (up to 2, as SACL wants), collated: the batch a rank
+    runs with weight 0 while it has no usable batch of its own yet. Under ZeRO-3 every forward and backward gathers
+    weights from all ranks, so a rank that skipped one, or raised alone, would leave the others waiting forever.
+    Every rank reads the same list in the same order, so when nothing in it is readable every rank raises this
+    same error."""
+    found = []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        if hasattr(item, "audio"):  # an unreadable sample comes back as a SkippedSample
+            found.append(item)
+            if len(found) == 2:
+                break
+    collated = collate(found) if found else None
+    if collated is None or collated.batch is None:
+        raise RuntimeError(f"no sample of the {what} data is readable ({len(dataset)} tried); check the manifests "
+                           "and the audio files they name")
+    return collated
 
 
 def valid_batches(num: int, batch_size: int, world: int) -> list[tuple[list[int], float]]:

@@ -26,6 +26,7 @@ from usam.training import distributed as dist_utils
 from usam.training.checkpoint import (atomic_write_text, load_checkpoint, resolve_resume, restore_rng,
                                       save_checkpoint, save_only_trainable)
 from usam.training.config import TrainConfig, load_deepspeed_config
+from usam.training.data import stand_in_batch
 from usam.training.logging import ExpertUsage, RunLogger, peak_memory_mb, progress_bar
 
 logger = logging.getLogger("usam.training")
@@ -316,8 +317,8 @@ class Trainer:
                 self.skip_examples += [str(s.error()) for s in collated.skipped][:5 - len(self.skip_examples)]
                 weight = 1.0
                 if collated.batch is None:  # every sample of this micro-batch was skipped
-                    if last_good is None:
-                        raise RuntimeError("the first micro-batch has no usable sample; check the manifest")
+                    if last_good is None:  # this rank's first: a stand-in, as the other ranks run theirs
+                        last_good = stand_in_batch(self.data.dataset(self.epoch), self.collator, "training")
                     collated, weight = last_good, 0.0  # a zero-weighted step keeps the ranks in lock-step
                 else:
                     last_good = collated
@@ -503,9 +504,9 @@ class Trainer:
         last_ok = None
         for indices, weight in batches[self.rank::self.world]:
             collated = collate([dataset[i] for i in indices])
-            if collated.batch is None:
+            if collated.batch is None:  # every rank runs as many forwards (ZeRO-3 gathers inside each)
                 if last_ok is None:
-                    continue
+                    last_ok = stand_in_batch(dataset, collate, "validation")
                 collated, weight = last_ok, 0.0
             last_ok = collated
             inputs = model_inputs(self.model, collated.batch, self.device)
