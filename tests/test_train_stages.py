@@ -56,19 +56,20 @@ def test_stage1_to_stage2_handoff(tmp_path):
 
 def test_bad_samples_are_skipped_counted_and_the_run_finishes(tmp_path):
     manifest = write_corpus(tmp_path / "data", 6, bad=3)
-    with open(manifest, "a") as f:  # a line whose file is missing: dropped when the manifest is read
+    with open(manifest, "a") as f:  # a line whose file is missing: skipped when it is loaded, like a broken one
         f.write(json.dumps({"key": "gone", "audio": str(tmp_path / "nope.wav"), "task": "asr", "text": "x",
                             "duration": 1.0}) + "\n")
+        f.write("{not json\n")  # a malformed line: dropped when the manifest is read
     out = tmp_path / "run"
     summary = train(tiny_train_config(out, manifest, overrides={
         "schedule.max_steps": None, "schedule.epochs": 1, "data.bucketing": False, "data.batch_size": 3}))
-    assert summary["skipped"] == {"empty_audio": 1, "nan_inf": 1, "not_audio": 1}
-    assert summary["manifest_problems"] == {"missing_file": 1}
-    assert summary["seen"] == 9
+    assert summary["skipped"] == {"empty_audio": 1, "missing_file": 1, "nan_inf": 1, "not_audio": 1}
+    assert summary["manifest_problems"] == {"malformed_json": 1}
+    assert summary["seen"] == 10
     assert any("train_bad1.wav" in text and "empty_audio" in text for text in summary["skip_examples"])
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     last = [r for r in records if r["kind"] == "train"][-1]
-    assert last["skipped"] == summary["skipped"] and last["step"] == summary["step"] == 3
+    assert last["skipped"] == summary["skipped"] and last["step"] == summary["step"] == 4
     assert (out / "final" / "config.json").exists()
 
 
@@ -94,3 +95,19 @@ def test_cli_train_and_plot(tmp_path, monkeypatch):
     assert (out / "plots" / "loss.png").stat().st_size > 1000
     assert (out / "plots" / "experts.png").stat().st_size > 1000
     assert len(train_losses(out)) == 2
+
+
+def test_training_does_not_stat_every_audio_path(tmp_path, monkeypatch):
+    """Every rank reads every manifest: with durations in it, reading opens and stats no audio file."""
+    import os
+
+    from usam.training.data import read_entries
+
+    manifest = write_corpus(tmp_path / "data", 5)
+    calls = []
+    real_isfile, real_exists = os.path.isfile, os.path.exists
+    monkeypatch.setattr(os.path, "isfile", lambda p: calls.append(p) or real_isfile(p))
+    monkeypatch.setattr(os.path, "exists", lambda p: calls.append(p) or real_exists(p))
+    entries, problems = read_entries(str(manifest))
+    assert len(entries) == 5 and not problems
+    assert not [c for c in calls if str(c).endswith(".wav")]

@@ -16,8 +16,10 @@ logger = logging.getLogger("usam.training")
 
 def read_entries(path: str, fmt: str = "auto", task: str | None = None, need_durations: bool = True):
     """Non-strict read: (good entries, Counter of problems by reason). Entries without a readable duration
-    are dropped (they cannot be bucketed) and counted."""
-    entries, problems = read_manifest(path, strict=False, format=fmt, task=task)
+    are dropped (they cannot be bucketed) and counted. Audio paths are not checked here: every rank reads every
+    manifest, and a stat per entry costs minutes at half a million entries on a network file system; a missing
+    file is skipped when it is loaded (reason missing_file), as any unreadable one is."""
+    entries, problems = read_manifest(path, strict=False, format=fmt, task=task, check_files=False)
     if need_durations:
         problems = list(problems) + fill_durations(entries)
         entries = [e for e in entries if e.duration is not None]
