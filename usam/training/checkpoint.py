@@ -7,6 +7,8 @@ Layout of `output_dir/checkpoints/step_000120/`:
   rng_rank<r>.pt             python / numpy / torch (/ cuda) RNG states of rank r, as plain tensors and lists
                              so that they load with torch.load(weights_only=True)
   train_config.yaml          the resolved training config
+  model/                     the trained model (save_pretrained): a weights-only restart on another number of
+                             ranks (--resume-weights) loads it, and `usam eval` can score it
 
 Atomicity: everything is written into `step_000120.tmp/`, and rank 0 renames the folder to its final name
 only after every rank has finished (a barrier). A killed save leaves a `.tmp` folder that resume ignores
@@ -28,6 +30,7 @@ import numpy as np
 import torch
 
 CHECKPOINT_DIR = "checkpoints"
+MODEL_DIR = "model"  # the trained model inside a checkpoint (save_pretrained)
 _STEP = re.compile(r"^step_(\d+)$")
 
 
@@ -184,8 +187,10 @@ def resolve_resume(resume: str | None, output_dir: str | Path) -> Path | None:
 
 
 def save_checkpoint(engine, output_dir: str | Path, step: int, trainer_state: dict, config_text: str,
-                    rank: int, keep_last: int, barrier) -> Path:
-    """Collective: every rank calls it. Returns the final folder."""
+                    rank: int, keep_last: int, barrier, write_model=None) -> Path:
+    """Collective: every rank calls it. Returns the final folder. write_model(folder), called on every rank
+    (a collective under ZeRO-3), writes the trained model into folder/MODEL_DIR: what a weights-only restart
+    (`--resume-weights`) loads on any number of ranks, and a model `usam eval` can score."""
     root = checkpoint_root(output_dir)
     name = f"step_{step:06d}"
     tmp = root / f"{name}.tmp"
@@ -197,6 +202,8 @@ def save_checkpoint(engine, output_dir: str | Path, step: int, trainer_state: di
     barrier()
     engine.save_checkpoint(str(root), tag=tmp.name, save_latest=False, exclude_frozen_parameters=True)
     atomic_torch_save(rng_state(), tmp / f"rng_rank{rank}.pt")
+    if write_model is not None:
+        write_model(tmp / MODEL_DIR)
     if rank == 0:
         atomic_write_text(tmp / "trainer_state.json", json.dumps(trainer_state, indent=1))
         atomic_write_text(tmp / "train_config.yaml", config_text)
@@ -213,15 +220,37 @@ def save_checkpoint(engine, output_dir: str | Path, step: int, trainer_state: di
     return final
 
 
-def load_checkpoint(engine, path: Path, rank: int) -> dict:
+def read_trainer_state(path: Path) -> dict:
+    return json.loads((path / "trainer_state.json").read_text())
+
+
+def checkpoint_world_size(state: dict) -> int:
+    """The number of ranks that wrote a checkpoint (one sampler state each)."""
+    return int(state.get("world_size", len(state["sampler"])))
+
+
+def check_same_world_size(path: Path, state: dict, world: int) -> None:
+    written = checkpoint_world_size(state)
+    if written != world:
+        raise RuntimeError(
+            f"{path}: written by {written} ranks, and this run has {world}. An exact resume needs the same number "
+            f"(the optimiser state and the data order are split per rank). To go on with {world}, restart from its "
+            f"weights: --resume-weights {path} (the trained weights and the step count, so the learning-rate "
+            "schedule continues; a new optimiser state, and the data order from the start of its epoch)")
+
+
+def load_checkpoint(engine, path: Path, rank: int, world: int | None = None) -> dict:
     """Collective. Restores weights, optimiser and scheduler through DeepSpeed; returns trainer_state.
-    The RNG state is restored separately (`restore_rng`), as the very last thing before training goes on."""
+    The RNG state is restored separately (`restore_rng`), as the very last thing before training goes on.
+    world: this run's number of ranks, checked against the checkpoint's first (a clear error, not DeepSpeed's)."""
+    if world is not None:
+        check_same_world_size(path, read_trainer_state(path), world)
     make_engine_loads_safe(engine)
     loaded, _ = engine.load_checkpoint(str(path.parent), tag=path.name, load_module_strict=False,
                                        load_optimizer_states=True, load_lr_scheduler_states=True)
     if loaded is None:
         raise RuntimeError(f"{path}: DeepSpeed could not load this checkpoint")
-    return json.loads((path / "trainer_state.json").read_text())
+    return read_trainer_state(path)
 
 
 def restore_rng(path: Path, rank: int) -> None:

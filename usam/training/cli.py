@@ -11,7 +11,8 @@ Several GPUs / nodes:
     deepspeed --num_gpus 8 train/train.py --config configs/train/stage1.yaml
     torchrun --nproc_per_node 8 train/train.py --config configs/train/stage1.yaml
     scripts/launch_multinode.sh scripts/hostfile --config configs/train/stage1.yaml
-Resume a killed run exactly: add --resume (the newest checkpoint of output_dir) or --resume PATH.
+Resume a killed run exactly: add --resume (the newest checkpoint of output_dir) or --resume PATH; on another
+number of ranks, restart from a checkpoint's weights: --resume-weights PATH.
 DeepSpeed JIT-builds C++/CUDA ops (fused Adam on GPU, CPU Adam for ZeRO-Offload) into TORCH_EXTENSIONS_DIR
 (default ~/.cache/torch_extensions); point it at a shared, writable folder on clusters. CPU configs use
 torch's AdamW (optim.torch_adam: true), so nothing is built."""
@@ -25,6 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", nargs="?", const="latest", default=None, metavar="PATH",
                         help="continue a run: no value = the newest checkpoint in output_dir; or a checkpoint "
                         "folder or a run folder (write --resume=PATH, or put --resume after the overrides)")
+    parser.add_argument("--resume-weights", default=None, metavar="PATH",
+                        help="restart from a checkpoint's trained weights and step on any number of ranks (an exact "
+                        "--resume needs the number that wrote it): a checkpoint folder, a run folder or 'latest'; "
+                        "the learning-rate schedule goes on from its step, with a new optimiser state and the data "
+                        "order from the start of its epoch")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
 
@@ -42,7 +48,13 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"train: error: {err}", file=sys.stderr)
         return 2
-    summary = train(cfg, resume=args.resume, progress=not args.no_progress)
+    try:
+        summary = train(cfg, resume=args.resume, progress=not args.no_progress, resume_weights=args.resume_weights)
+    except (ValueError, RuntimeError) as err:  # the resume options' own errors: a message, not a traceback
+        if "--resume" not in str(err):
+            raise
+        print(f"train: error: {err}", file=sys.stderr)
+        return 2
     from usam.training import distributed
 
     if distributed.is_main():

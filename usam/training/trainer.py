@@ -16,6 +16,7 @@ import os
 import random
 import shutil
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -23,8 +24,8 @@ import numpy as np
 import torch
 
 from usam.training import distributed as dist_utils
-from usam.training.checkpoint import (atomic_write_text, load_checkpoint, resolve_resume, restore_rng,
-                                      save_checkpoint, save_only_trainable)
+from usam.training.checkpoint import (MODEL_DIR, atomic_write_text, load_checkpoint, read_trainer_state,
+                                      resolve_resume, restore_rng, save_checkpoint, save_only_trainable)
 from usam.training.config import TrainConfig, load_deepspeed_config
 from usam.training.data import stand_in_batch
 from usam.training.logging import ExpertUsage, RunLogger, peak_memory_mb, progress_bar
@@ -60,6 +61,25 @@ def build_model(cfg: TrainConfig):
         logger.info("loaded %d trained tensors from %s", len(loaded), cfg.init_from)
     model.set_stage(cfg.stage)
     return model
+
+
+def load_model_weights(model, folder: Path) -> None:
+    """A saved model folder's trained weights into `model` (before DeepSpeed wraps it): the connector and the
+    other usam_weights, and the LLM's LoRA adapter when there is one (peft's own loader)."""
+    from peft import PeftModel, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from usam.modeling import ADAPTER_DIR
+
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: missing (a checkpoint written before checkpoints held their model "
+                                "cannot restart from its weights; resume it on its own number of ranks)")
+    model.load_trained_weights(folder)
+    adapter = folder / ADAPTER_DIR / "adapter_model.safetensors"
+    if isinstance(model.llm, PeftModel) and adapter.exists():
+        result = set_peft_model_state_dict(model.llm, load_file(str(adapter)))
+        if getattr(result, "unexpected_keys", None):
+            raise KeyError(f"{adapter}: adapter weights this model does not have: {result.unexpected_keys[:5]}")
 
 
 def total_steps(cfg: TrainConfig, data) -> int:
@@ -190,11 +210,16 @@ def model_inputs(model, batch: dict, device) -> dict:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: str | None = None, progress: bool | None = None,
-                 stop_after: int | None = None):
-        """stop_after: stop (as if killed) after this many optimiser steps of this process, without the final
-        save (tests of resume)."""
+                 stop_after: int | None = None, resume_weights: str | None = None):
+        """resume: an exact resume (same number of ranks); resume_weights: a restart from a checkpoint's trained
+        weights and step on any number of ranks, with a new optimiser state and the data order from the start of
+        its epoch. stop_after: stop (as if killed) after this many optimiser steps of this process, without the
+        final save (tests of resume)."""
+        if resume is not None and resume_weights is not None:
+            raise ValueError("give --resume or --resume-weights, not both")
         self.cfg = cfg
         self.resume = resume
+        self.resume_weights = resume_weights
         self.progress = cfg.logging.progress if progress is None else progress
         self.stop_after = stop_after
 
@@ -215,6 +240,9 @@ class Trainer:
         self.config_text = _yaml(cfg.to_dict())
         seed_everything(cfg.seed)  # same seed on every rank: the randomly initialised parts must agree
         self.model = build_model(cfg)
+        restart = resolve_resume(self.resume_weights, self.out) if self.resume_weights is not None else None
+        if restart is not None:
+            load_model_weights(self.model, restart / MODEL_DIR)
         self.processor = USAMProcessor.from_model(self.model)
         self.cache = FeatureCacheReader(cfg.data.cache_dir, self.model) if cfg.data.cache_dir else None
         self.collator = Collator(self.processor, self.cache)
@@ -238,7 +266,7 @@ class Trainer:
         self.seen = 0
         self.resumed_from = resolve_resume(self.resume, self.out)
         if self.resumed_from is not None:
-            state = load_checkpoint(self.engine, self.resumed_from, self.rank)
+            state = load_checkpoint(self.engine, self.resumed_from, self.rank, self.world)
             self.step, self.micro, self.epoch = state["step"], state["micro"], state["epoch"]
             self.sampler_state = state["sampler"][self.rank]
             self.skip_counts = Counter(state["skip_counts"][self.rank])
@@ -246,8 +274,19 @@ class Trainer:
             self.logger.truncate_after(self.step)
             logger.info("resumed from %s at step %d", self.resumed_from, self.step)
         else:
+            if restart is not None:
+                state = read_trainer_state(restart)
+                self.step, self.epoch = state["step"], state["epoch"]
+                self.micro = self.step * cfg.schedule.grad_accum
+                with warnings.catch_warnings():  # (torch warns of a scheduler step before any optimiser step)
+                    warnings.simplefilter("ignore")
+                    for _ in range(self.step):  # the schedule goes on from the checkpoint's step
+                        self.scheduler.step()
+                self.logger.truncate_after(self.step)
+                logger.info("restarted from the weights of %s at step %d (new optimiser state, epoch %d from its "
+                            "start)", restart, self.step, self.epoch)
             # per-rank stream for dropout etc. (the model weights above were drawn with the shared seed)
-            torch.manual_seed(cfg.seed * 1009 + self.rank)
+            torch.manual_seed(cfg.seed * 1009 + self.rank + 7919 * self.step)
         if self.main:
             cfg.save(self.out / CONFIG_NAME)
             self.model.config.to_yaml(self.out / "model.yaml")
@@ -277,6 +316,7 @@ class Trainer:
 
     def _trainer_state(self, sampler) -> dict:
         return {"step": self.step, "micro": self.micro, "epoch": self.epoch, "total_steps": self.steps,
+                "world_size": self.world,
                 "sampler": dist_utils.all_gather_objects(sampler.state_dict()),
                 "skip_counts": dist_utils.all_gather_objects(dict(self.skip_counts)),  # per rank
                 "seen": dist_utils.all_gather_objects(self.seen)}
@@ -284,7 +324,7 @@ class Trainer:
     def _save(self, sampler) -> None:
         state = self._trainer_state(sampler)
         save_checkpoint(self.engine, self.out, self.step, state, self.config_text, self.rank,
-                        self.cfg.logging.keep_last, dist_utils.barrier)
+                        self.cfg.logging.keep_last, dist_utils.barrier, write_model=self._write_model)
 
     def _loop(self) -> dict:
         cfg, engine = self.cfg, self.engine
@@ -664,12 +704,10 @@ class Trainer:
             for param, data in swapped:
                 param.data = data
 
-    def save_final(self) -> Path:
-        """model.save_pretrained into output_dir/final (rank 0, atomically: a temp folder then a rename).
-        Under ZeRO-3 the weights it writes are gathered first (a collective on every rank); the frozen pretrained
-        bases, which it only references, are not gathered for it."""
-        final = self.out / FINAL_DIR
-        tmp = self.out / f".{FINAL_DIR}.tmp"
+    def _write_model(self, folder: Path) -> None:
+        """model.save_pretrained(folder) on rank 0, with the training config, the weights as the optimiser holds
+        them (fp32 masters). A collective under ZeRO-3: the weights it writes are gathered first; the frozen
+        pretrained bases, which it only references, are not."""
         if self.zero_stage == 3:
             import deepspeed
 
@@ -678,9 +716,17 @@ class Trainer:
             ctx = contextlib.nullcontext()
         with ctx, self._fp32_master_weights():
             if self.main:
-                shutil.rmtree(tmp, ignore_errors=True)
-                self.model.save_pretrained(tmp)
-                atomic_write_text(tmp / CONFIG_NAME, self.config_text)
+                shutil.rmtree(folder, ignore_errors=True)
+                self.model.save_pretrained(folder)
+                atomic_write_text(folder / CONFIG_NAME, self.config_text)
+
+    def save_final(self) -> Path:
+        """model.save_pretrained into output_dir/final (rank 0, atomically: a temp folder then a rename).
+        Under ZeRO-3 the weights it writes are gathered first (a collective on every rank); the frozen pretrained
+        bases, which it only references, are not gathered for it."""
+        final = self.out / FINAL_DIR
+        tmp = self.out / f".{FINAL_DIR}.tmp"
+        self._write_model(tmp)
         if self.main:
             if final.exists():
                 shutil.rmtree(final)
@@ -696,5 +742,6 @@ def _yaml(data: dict) -> str:
 
 
 def train(cfg: TrainConfig, resume: str | None = None, progress: bool | None = None,
-          stop_after: int | None = None) -> dict:
-    return Trainer(cfg, resume=resume, progress=progress, stop_after=stop_after).run()
+          stop_after: int | None = None, resume_weights: str | None = None) -> dict:
+    return Trainer(cfg, resume=resume, progress=progress, stop_after=stop_after,
+                   resume_weights=resume_weights).run()
