@@ -32,7 +32,8 @@ class CTCAlignment(nn.Module):
                 embeddings: torch.Tensor) -> torch.Tensor:
         """tokens (B, N, D), mask (B, N), targets: B 1-D LongTensors of token ids (an empty one skips its row),
         embeddings (V, D) -> mean CTC loss per target token (fp32 scalar), 0 if no row has a target."""
-        rows = [b for b, t in enumerate(targets) if t.numel() > 0 and bool(mask[b].any())]
+        has_frames = mask.any(1).tolist()  # one host copy, not one per row
+        rows = [b for b, t in enumerate(targets) if t.numel() > 0 and has_frames[b]]
         if not rows:
             # a zero that keeps the tokens and this module's parameters in the graph (every rank's backward then
             # reaches the same parameters, as DeepSpeed expects)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessor
 
+from usam.ragged import pack_rows, row_mask
+
 # log "zero" of the recursion: finite, so that a prefix longer than the clip's frames scores very low instead of
 # giving -inf - -inf = nan in the score differences
 _LOG_ZERO = -1e4
@@ -30,14 +32,14 @@ def clip_log_probs(logits: torch.Tensor, mask: torch.Tensor, sample_index: torch
     """CTC logits (C, N, V + 1) of C clips with valid frames mask (C, N), owned by samples sample_index (C,) ->
     (per-sample log-probabilities (B, T, V + 1) with each sample's clips joined in order, frame counts (B,)).
     Frames past a sample's end emit the blank with probability 1, so they change no prefix probability."""
-    log_probs = logits.float().log_softmax(-1)
-    rows = [torch.cat([log_probs[c][mask[c]] for c in range(logits.shape[0]) if int(sample_index[c]) == b])
-            if bool((sample_index == b).any()) else log_probs.new_zeros(0, logits.shape[-1]) for b in range(n_samples)]
-    lengths = torch.tensor([r.shape[0] for r in rows], device=logits.device)
-    out = logits.new_full((n_samples, max(int(lengths.max()), 1), logits.shape[-1]), _LOG_ZERO, dtype=torch.float32)
-    out[..., blank] = 0.0
-    for b, r in enumerate(rows):
-        out[b, : r.shape[0]] = r.clamp(min=_LOG_ZERO)
+    packed, lengths = pack_rows(logits.float().log_softmax(-1).clamp(min=_LOG_ZERO), mask, sample_index, n_samples)
+    width = max(packed.shape[1], 1)
+    padding = torch.full((logits.shape[-1],), _LOG_ZERO, device=logits.device)
+    padding[blank] = 0.0
+    out = padding.expand(n_samples, width, -1).clone()
+    if packed.shape[1]:
+        valid = row_mask(lengths, packed.shape[1])
+        out[:, : packed.shape[1]][valid] = packed[valid]
     return out, lengths
 
 

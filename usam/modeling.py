@@ -27,6 +27,7 @@ from usam.llm import load_llm, load_tokenizer
 from usam.precision import run_in
 from usam.projector import TaskAwareMoEProjector
 from usam.qformer import build_window_connector
+from usam.ragged import pack_rows, row_mask
 from usam.sacl import SemanticAwareContrastiveLoss
 
 AUDIO_TOKEN_ID = -200  # placeholder id in input_ids, replaced by audio embeddings before the LLM sees it
@@ -353,12 +354,14 @@ class USAMModel(nn.Module):
         sample when the batch carries no task names). A sample's clips are joined in order."""
         tokens, mask, owner = info["tokens"], info["mask"], info["sample_index"]
         wanted = set(self.config.loss.ctc_tasks)
-        targets = []
-        for c in range(tokens.shape[0]):
-            b = int(owner[c])
-            first = int((owner == b).nonzero()[0])  # the sample's answer goes with its first clip only
-            take = c == first and (tasks is None or tasks[b] in wanted)
-            targets.append(input_ids[b][answer_mask[b].bool()] if take else input_ids.new_zeros(0))
+        answer_mask = answer_mask.bool()
+        # each sample's answer tokens from two host copies, not a boolean index per row (a sync each)
+        answers = torch.split(input_ids[answer_mask], answer_mask.sum(1).tolist())
+        targets, seen = [], set()
+        for b in owner.tolist():
+            take = b not in seen and (tasks is None or tasks[b] in wanted)  # the answer goes with the first clip
+            seen.add(b)
+            targets.append(answers[b] if take else input_ids.new_zeros(0))
         with torch.no_grad():
             embeddings = self._vocabulary_embeddings()
         return self.ctc(tokens, mask, targets, embeddings)
@@ -393,17 +396,9 @@ class USAMModel(nn.Module):
         """Audio tokens of each sample (its clips concatenated) against its answer's input embeddings, read from the
         forward's own embeddings (B, L, D) (answer positions never hold audio), not embedded a second time."""
         batch = embeds.shape[0]
-        tokens, mask, owner = info["tokens"], info["mask"], info["sample_index"]
-        audio_rows = [torch.cat([tokens[c][mask[c]] for c in range(tokens.shape[0]) if int(owner[c]) == b])
-                      if bool((owner == b).any()) else tokens.new_zeros(0, tokens.shape[-1]) for b in range(batch)]
-        text_embeds = embeds.detach()
-        text_rows = [text_embeds[b][answer_mask[b].bool()] for b in range(batch)]
-        pad = lambda rows: nn.utils.rnn.pad_sequence(rows, batch_first=True)  # noqa: E731
-        lens = lambda rows: torch.tensor([r.shape[0] for r in rows], device=embeds.device)  # noqa: E731
-        a, t = pad(audio_rows), pad(text_rows)
-        a_mask = torch.arange(a.shape[1], device=a.device)[None] < lens(audio_rows)[:, None]
-        t_mask = torch.arange(t.shape[1], device=a.device)[None] < lens(text_rows)[:, None]
-        return self.sacl(a, a_mask, t, t_mask)
+        a, a_len = pack_rows(info["tokens"], info["mask"], info["sample_index"], batch)  # (B, M, D) clips joined
+        t, t_len = pack_rows(embeds.detach(), answer_mask, torch.arange(batch, device=embeds.device), batch)
+        return self.sacl(a, row_mask(a_len, a.shape[1]), t, row_mask(t_len, t.shape[1]))
 
     # -- generation -----------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -80,10 +80,10 @@ class WhisperAudioEncoder(AudioEncoder):
         mel = whisper_log_mel(chunks, filters).to(param_dtype(self.encoder))  # (C, n_mels, 3000)
         frames = ceil_div(valid, SAMPLES_PER_FRAME)  # valid output frames per chunk
         hidden = self._run(mel, frames)
-        # concatenate each clip's valid frames over its chunks
+        # concatenate each clip's valid frames over its chunks (one host copy of the frame counts)
         per_clip: list[list[torch.Tensor]] = [[] for _ in range(audio.shape[0])]
-        for c, b in enumerate(owner):
-            per_clip[b].append(hidden[c, : int(frames[c])])
+        for c, (b, n) in enumerate(zip(owner, frames.tolist())):
+            per_clip[b].append(hidden[c, :n])
         seqs = [torch.cat(parts) for parts in per_clip]
         out_len = torch.tensor([s.shape[0] for s in seqs], device=audio.device)
         features = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True)
