@@ -138,3 +138,36 @@ def test_eval_ranks_cls_items_over_the_label_set(tmp_path):
         best = BatchGenerator(model, processor, settings).rank([tone(1.0, 300, seed=0)], ["Classify the audio. "
                                                               "Answer with the label only."], ["dog bark", "siren"])
     assert best.texts[0] == cls[0]["prediction"] and best.finished == [True]
+
+
+def test_rank_weights_script_scores_every_weight_from_one_pass(tmp_path):
+    """scripts/rank_weights.py: the accuracy at each weight, from the LLM and CTC scores it writes."""
+    import importlib.util
+    from pathlib import Path
+
+    import soundfile as sf
+    from conftest import tone
+
+    model, _ = _model()
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    rows = []
+    for i, (label, freq) in enumerate([("dog bark", 300), ("siren", 700), ("rain", 450)]):
+        path = tmp_path / f"c{i}.wav"
+        sf.write(path, tone(1.0 + 0.2 * i, freq, seed=i), 16000)
+        rows.append({"key": f"c{i}", "audio": str(path), "task": "cls", "text": label})
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    script = Path(__file__).resolve().parents[1] / "scripts" / "rank_weights.py"
+    spec = importlib.util.spec_from_file_location("rank_weights", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "w.json"
+    assert module.main([str(folder), str(manifest), "--weights", "0", "0.5", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    llm, ctc = torch.tensor(result["llm"]), torch.tensor(result["ctc"])
+    assert llm.shape == ctc.shape == (3, 3) and result["labels"] == ["dog bark", "rain", "siren"]
+    truth = torch.tensor([0, 2, 1])
+    for w in ("0", "0.5", "1"):
+        best = ((1 - float(w)) * llm + float(w) * ctc).argmax(-1)
+        assert result["accuracy"][w] == pytest.approx(100.0 * float((best == truth).float().mean()), abs=0.01)

@@ -466,6 +466,8 @@ class USAMModel(nn.Module):
         for k, a in enumerate(answers):
             ids[k, : len(a)] = torch.tensor(a, device=input_ids.device)
             valid[k, : len(a)] = True
+        if ctc_weight == 1:  # the alignment alone: no LLM pass
+            return self._ctc_answer_scores(info, n_samples, answers)
         # samples per LLM pass, so that the repeated KV cache holds about max_rows rows whatever the label set
         per_pass = max(1, max_rows // n_answers)
         scores = torch.cat([self._answer_log_likelihoods(embeds[i: i + per_pass], attention_mask[i: i + per_pass],
