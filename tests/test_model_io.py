@@ -174,3 +174,26 @@ def test_chat_template_without_the_date_header_shortens_every_sample_and_travels
     assert batch["input_ids"].tolist() == plain["input_ids"].tolist()
     with pytest.raises(FileNotFoundError, match="llm.chat_template: 'no/such.jinja' is neither"):
         make_tiny_model(**{"llm.chat_template": "no/such.jinja"})
+
+
+def test_lora_merged_for_inference_generates_as_before():
+    """The evaluation folds LoRA into the LLM: same greedy tokens, logits equal to rounding, no adapter left."""
+    import torch
+    from peft import PeftModel
+
+    from conftest import make_tiny_model, tone
+
+    model, processor = make_tiny_model()
+    model.eval()
+    with torch.no_grad():
+        for name, param in model.llm.named_parameters():
+            if "lora_B" in name:  # a trained adapter (lora_B starts at zero: merging that would prove nothing)
+                param.copy_(torch.randn_like(param) * 0.05)
+        batch = processor([tone(1.2, 330), tone(2.0, 520, seed=3)], ["What is said?", "Describe the audio."])
+        before_ids = model.generate(**batch, max_new_tokens=8)
+        before = model(**batch).logits
+        assert isinstance(model.llm, PeftModel)
+        assert model.merge_lora_for_inference() is model and not isinstance(model.llm, PeftModel)
+        assert not any("lora_" in n for n, _ in model.llm.named_parameters())
+        assert torch.allclose(model(**batch).logits, before, atol=1e-4)
+        assert model.generate(**batch, max_new_tokens=8).tolist() == before_ids.tolist()

@@ -619,6 +619,16 @@ class USAMModel(nn.Module):
         config.to_yaml(directory / "usam.yaml")
         self.tokenizer.save_pretrained(directory)
 
+    def merge_lora_for_inference(self) -> "USAMModel":
+        """Fold the LLM's LoRA into its weights, in place (no copy), for generation only: each layer then runs one
+        matrix product instead of three. The model can no longer train or save its adapter; a model without
+        LoRA is left as it is. Returns self."""
+        from peft import PeftModel
+
+        if isinstance(self.llm, PeftModel):
+            self.llm = self.llm.merge_and_unload()
+        return self
+
     def export_merged(self, directory: str | Path) -> None:
         """A standalone folder: LoRA merged into the LLM, every encoder weight included; no external references."""
         directory = Path(directory)
