@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from usam.config import apply_override
+from usam.tasks import CLS_MODES
 from usam.training.config import REPO_ROOT
 
 logger = logging.getLogger("usam.demo")
@@ -82,8 +83,8 @@ class DemoPlan:
         if not 0.0 <= ctc_weight <= 1.0:
             raise ValueError(f"demo ctc_weight must be in [0, 1], got {ctc_weight}")
         cls_mode = DEMO_CLS_MODE if cls_mode is None else cls_mode
-        if cls_mode not in ("generate", "rank"):
-            raise ValueError(f"demo cls_mode must be generate or rank, got {cls_mode!r}")
+        if cls_mode not in CLS_MODES:
+            raise ValueError(f"demo cls_mode must be {' or '.join(CLS_MODES)}, got {cls_mode!r}")
         if eval_points < 1:
             raise ValueError(f"demo eval_points must be >= 1, got {eval_points}")
         if minutes is not None and minutes <= 0:

@@ -460,14 +460,14 @@ class USAMModel(nn.Module):
         n_samples, n_answers = input_ids.shape[0], len(answers)
         embeds, attention_mask, info = self._inputs_embeds(input_ids, attention_mask, instruction_mask, audio,
                                                            audio_lengths, audio_sample_index, encoder_outputs)
+        if ctc_weight == 1:  # the alignment alone: no LLM pass
+            return self._ctc_answer_scores(info, n_samples, answers)
         longest = max(len(a) for a in answers)
         ids = torch.zeros(n_answers, longest, dtype=torch.long, device=input_ids.device)
         valid = torch.zeros(n_answers, longest, dtype=torch.bool, device=input_ids.device)
         for k, a in enumerate(answers):
             ids[k, : len(a)] = torch.tensor(a, device=input_ids.device)
             valid[k, : len(a)] = True
-        if ctc_weight == 1:  # the alignment alone: no LLM pass
-            return self._ctc_answer_scores(info, n_samples, answers)
         # samples per LLM pass, so that the repeated KV cache holds about max_rows rows whatever the label set
         per_pass = max(1, max_rows // n_answers)
         scores = torch.cat([self._answer_log_likelihoods(embeds[i: i + per_pass], attention_mask[i: i + per_pass],

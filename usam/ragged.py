@@ -15,20 +15,23 @@ def pack_rows(values: torch.Tensor, mask: torch.Tensor, owner: torch.Tensor, n_r
     """values (C, N, ...) with valid entries mask (C, N), row c going to output row owner[c] (C,) ->
     (packed (n_rows, M, ...): each output row's valid entries, its input rows joined in order, zero padded;
     lengths (n_rows,) long). M is the longest output row (0 when nothing is valid). Differentiable in values."""
-    counts = mask.sum(1).tolist()  # host copy 1
+    counts = mask.sum(1).tolist()  # host copy 1: valid entries per input row
     owners = owner.tolist()  # host copy 2
     lengths, starts = [0] * n_rows, []
-    for o, n in zip(owners, counts):
+    for o, n in zip(owners, counts):  # a loop over rows, not entries
         starts.append(lengths[o])
         lengths[o] += n
-    longest = max(lengths, default=0)
-    out = values.new_zeros((n_rows, longest, *values.shape[2:]))
+    out = values.new_zeros((n_rows, max(lengths, default=0), *values.shape[2:]))
     total = sum(counts)
     if total:
         flat = values[mask.bool()]  # (total, ...) input row by row, in position order
-        rows = torch.tensor([o for o, n in zip(owners, counts) for _ in range(n)], device=values.device)
-        cols = torch.tensor([s + i for s, n in zip(starts, counts) for i in range(n)], device=values.device)
-        out = out.index_put((rows, cols), flat)
+        # each entry's output row, and its column: its input row's start plus its rank among that row's entries
+        repeats = torch.tensor(counts)
+        rows = torch.repeat_interleave(torch.tensor(owners), repeats, output_size=total)
+        offset = torch.repeat_interleave(torch.tensor(starts) - (repeats.cumsum(0) - repeats), repeats,
+                                         output_size=total)
+        cols = torch.arange(total) + offset
+        out = out.index_put((rows.to(values.device), cols.to(values.device)), flat)
     return out, torch.tensor(lengths, device=values.device)
 
 

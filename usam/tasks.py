@@ -10,6 +10,8 @@ import random
 # asr: transcribe speech; s2tt: translate speech; aac: caption a sound; mc: caption music;
 # cls: classify (speech, sound or music labels); qa: free-form question answering.
 TASKS = ("asr", "s2tt", "aac", "mc", "cls", "qa")
+# how a cls item is answered in evaluation: a generated answer mapped onto the label set, or the best-scoring label
+CLS_MODES = ("generate", "rank")
 
 TRAIN_INSTRUCTIONS: dict[str, tuple[str, ...]] = {
     "asr": (

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from usam.tasks import CLS_MODES
+
 HELP = "train a real U-SAM offline on this CPU, evaluate it, plot it and answer questions"
 DESCRIPTION = """Generate the synthetic speech/sound/music corpus (configs/synth/demo.yaml), cache the frozen
 Whisper features, train the alignment stage (the connector learns by CTC to spell each answer in the LLM's input
@@ -47,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="joint CTC / LLM decoding of the evaluation's transcripts and class labels: weight in [0, 1] of the "
                         "CTC prefix probability of what the audio tokens spell (default 0.5); the LLM alone is "
                         "scored beside it on the unseen-voices and real splits (asr_llm_wer). 0: the LLM alone")
-    parser.add_argument("--cls-mode", choices=("generate", "rank"), default=None,
+    parser.add_argument("--cls-mode", choices=CLS_MODES, default=None,
                         help="classification in the evaluation: 'rank' scores every label of the set as the answer "
                         "(jointly with the CTC head at --ctc-weight) and takes the best (default); 'generate' writes "
                         "an answer and maps it onto the label set")

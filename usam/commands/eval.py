@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from usam.tasks import CLS_MODES
+
 HELP = "evaluate a model folder on a benchmark (predictions.jsonl, metrics.json, metrics.md)"
 DESCRIPTION = """Evaluate a U-SAM model folder on a registered benchmark (--benchmark NAME --data-root DIR, see
 configs/eval/benchmarks.yaml) or on a manifest (--manifest FILE [--task TASK]). Batched, left-padded generation,
@@ -34,7 +36,7 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--ctc-tasks", default="asr",
                    help="with --ctc-weight: comma-separated tasks decoded jointly, whose answers spell the audio "
                    "(default asr)")
-    g.add_argument("--cls-mode", choices=("generate", "rank"), default="generate",
+    g.add_argument("--cls-mode", choices=CLS_MODES, default="generate",
                    help="classification: 'generate' writes an answer and maps it onto the label set (default); "
                    "'rank' scores every label of the set as the answer and takes the best (joint with the CTC head "
                    "at --ctc-weight when cls is among --ctc-tasks), so every answer is a label. The label set is the "

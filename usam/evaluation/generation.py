@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-
-CLS_MODES = ("generate", "rank")
+from usam.tasks import CLS_MODES
 
 
 @dataclass

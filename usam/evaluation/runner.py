@@ -381,5 +381,5 @@ def load_predictions(path: str | Path) -> list[dict]:
 
 
 __all__ = ["evaluate", "EvalItem", "GenerationSettings", "manifest_benchmark", "build_items", "plan_batches",
-           "check_unique_keys", "rank_labels", "DEFAULT_MAX_NEW_TOKENS", "PREDICTIONS_FILE", "METRICS_FILE", "MARKDOWN_FILE",
-           "load_predictions"]
+           "check_unique_keys", "rank_labels", "DEFAULT_MAX_NEW_TOKENS", "PREDICTIONS_FILE", "METRICS_FILE",
+           "MARKDOWN_FILE", "load_predictions"]

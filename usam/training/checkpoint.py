@@ -220,6 +220,10 @@ def save_checkpoint(engine, output_dir: str | Path, step: int, trainer_state: di
     return final
 
 
+class ResumeError(RuntimeError):
+    """A resume request that cannot be carried out as asked (the message says what to do instead)."""
+
+
 def read_trainer_state(path: Path) -> dict:
     return json.loads((path / "trainer_state.json").read_text())
 
@@ -232,7 +236,7 @@ def checkpoint_world_size(state: dict) -> int:
 def check_same_world_size(path: Path, state: dict, world: int) -> None:
     written = checkpoint_world_size(state)
     if written != world:
-        raise RuntimeError(
+        raise ResumeError(
             f"{path}: written by {written} ranks, and this run has {world}. An exact resume needs the same number "
             f"(the optimiser state and the data order are split per rank). To go on with {world}, restart from its "
             f"weights: --resume-weights {path} (the trained weights and the step count, so the learning-rate "

@@ -48,11 +48,11 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"train: error: {err}", file=sys.stderr)
         return 2
+    from usam.training.checkpoint import ResumeError
+
     try:
         summary = train(cfg, resume=args.resume, progress=not args.no_progress, resume_weights=args.resume_weights)
-    except (ValueError, RuntimeError) as err:  # the resume options' own errors: a message, not a traceback
-        if "--resume" not in str(err):
-            raise
+    except ResumeError as err:  # the resume options' own errors: a message, not a traceback
         print(f"train: error: {err}", file=sys.stderr)
         return 2
     from usam.training import distributed

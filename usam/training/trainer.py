@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from usam.training import distributed as dist_utils
-from usam.training.checkpoint import (MODEL_DIR, atomic_write_text, load_checkpoint, read_trainer_state,
-                                      resolve_resume, restore_rng, save_checkpoint, save_only_trainable)
+from usam.training.checkpoint import (MODEL_DIR, ResumeError, atomic_write_text, load_checkpoint,
+                                      read_trainer_state, resolve_resume, restore_rng, save_checkpoint,
+                                      save_only_trainable)
 from usam.training.config import TrainConfig, load_deepspeed_config
 from usam.training.data import stand_in_batch
 from usam.training.logging import ExpertUsage, RunLogger, peak_memory_mb, progress_bar
@@ -216,7 +217,7 @@ class Trainer:
         its epoch. stop_after: stop (as if killed) after this many optimiser steps of this process, without the
         final save (tests of resume)."""
         if resume is not None and resume_weights is not None:
-            raise ValueError("give --resume or --resume-weights, not both")
+            raise ResumeError("give --resume or --resume-weights, not both")
         self.cfg = cfg
         self.resume = resume
         self.resume_weights = resume_weights
