@@ -80,7 +80,7 @@ def make_batch(args, processor, batch: int, with_answers: bool):
     import numpy as np
 
     rng = np.random.default_rng(0)
-    n = int(args.seconds * 16000)
+    n = int(args.seconds * processor.sampling_rate)  # the model's input rate (24 kHz with MERT)
     audios = [(0.1 * rng.standard_normal(n)).astype(np.float32) for _ in range(batch)]
     words = ("the", "dog", "barks", "music", "plays", "softly", "rain", "falls", "on", "a", "tin", "roof")
     answers = [" ".join(rng.choice(words, args.answer_words)) for _ in range(batch)] if with_answers else None

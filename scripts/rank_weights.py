@@ -38,7 +38,7 @@ def main(argv=None) -> int:
         return 2
     labels = sorted({e.text[0] for e in entries})
     answers = [processor.answer_token_ids(label) for label in labels]
-    dataset = AudioDataset(entries, strict=True)
+    dataset = AudioDataset(entries, strict=True, target_sr=processor.sampling_rate)
     llm, ctc = [], []
     with torch.no_grad():
         for start in tqdm(range(0, len(entries), args.batch_size), desc="scoring", unit="batch"):

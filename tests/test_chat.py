@@ -32,7 +32,7 @@ def test_several_clips_attach_then_ask(loaded, tmp_path):
     model, processor = loaded
     first, second = tone(0.8, 300, seed=1), tone(0.5, 1200, seed=2)
     path = tmp_path / "second.flac"
-    sf.write(path, second, 16000)
+    sf.write(path, second, processor.sampling_rate)
     chat = USAMChat(model, processor, max_new_tokens=10)
     chat.attach(first)
     chat.attach(str(path))
@@ -84,18 +84,18 @@ def test_reset_and_expert_usage(loaded):
 
 
 def test_audio_inputs_path_bytes_arrays_and_rates(tmp_path):
-    wave = tone(1.0, 440)
+    wave = tone(1.0, 440, rate=16000)
     path = tmp_path / "a.wav"
     sf.write(path, wave, 16000, subtype="FLOAT")
-    np.testing.assert_allclose(load_clip(str(path)), wave, atol=1e-6)
-    np.testing.assert_allclose(load_clip(encode(wave, "FLAC")), wave, atol=1e-4)
+    np.testing.assert_allclose(load_clip(str(path)), wave, atol=1e-6)  # the default rate: 16 kHz
+    np.testing.assert_allclose(load_clip(encode(wave, "FLAC", rate=16000)), wave, atol=1e-4)
     np.testing.assert_array_equal(load_clip(wave), wave)
     pcm = (tone(1.0, 440, rate=48000) * 32767).astype(np.int16)
     resampled = load_clip((48000, np.stack([pcm, pcm], axis=1)))  # gradio's (rate, int16 (n, channels))
     assert resampled.dtype == np.float32 and abs(len(resampled) - 16000) <= 1
     assert abs(float(np.abs(resampled).max()) - 0.3) < 0.02
     with pytest.raises(DataError) as info:
-        load_clip(encode(tone(2.0)), max_seconds=1.0)
+        load_clip(encode(tone(2.0)), max_seconds=1.0, rate=24000)
     assert info.value.reason == "too_long"
     with pytest.raises(DataError) as info:
         load_clip(str(tmp_path / "missing.wav"))

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from usam.commands.chat import printable
-from usam.serving.testing import tone
+from usam.serving.testing import TINY_RATE, tone
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def expected(tiny_model_dir):
 
 def test_interactive_chat_through_a_terminal(tiny_model_dir, expected, tmp_path):
     clip = tmp_path / "clip.wav"
-    sf.write(clip, tone(1.0, 440), 16000, subtype="FLOAT")
+    sf.write(clip, tone(1.0, 440), TINY_RATE, subtype="FLOAT")
     env = dict(os.environ, OMP_NUM_THREADS="1", TERM="dumb")
     child = pexpect.spawn(sys.executable, ["-m", "usam.cli", "chat", tiny_model_dir, "--max-new-tokens", "12"],
                           env=env, encoding="utf-8", timeout=120, dimensions=(40, 400))
@@ -67,7 +67,7 @@ def test_interactive_chat_through_a_terminal(tiny_model_dir, expected, tmp_path)
 def test_streaming_is_visible_in_the_terminal(tiny_model_dir, expected, tmp_path):
     """The answer arrives in several writes (tokens as they are generated), not in one block."""
     clip = tmp_path / "clip.wav"
-    sf.write(clip, tone(1.0, 440), 16000, subtype="FLOAT")
+    sf.write(clip, tone(1.0, 440), TINY_RATE, subtype="FLOAT")
     env = dict(os.environ, OMP_NUM_THREADS="1", TERM="dumb")
     child = pexpect.spawn(sys.executable, ["-m", "usam.cli", "chat", tiny_model_dir, "--max-new-tokens", "64",
                                            "--audio", str(clip)], env=env, encoding="utf-8", timeout=120)
@@ -89,7 +89,7 @@ def test_streaming_is_visible_in_the_terminal(tiny_model_dir, expected, tmp_path
 
 def test_question_mode_answers_once_and_exits(tiny_model_dir, expected, tmp_path):
     clip = tmp_path / "clip.wav"
-    sf.write(clip, tone(1.0, 440), 16000, subtype="FLOAT")
+    sf.write(clip, tone(1.0, 440), TINY_RATE, subtype="FLOAT")
     out = subprocess.run([sys.executable, "-m", "usam.cli", "chat", tiny_model_dir, "--audio", str(clip),
                           "--question", "What is said?", "--max-new-tokens", "12"], capture_output=True, text=True,
                          timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))

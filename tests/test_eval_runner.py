@@ -138,6 +138,30 @@ def test_manifest_mode_infers_the_task(model_dir, data_root, tmp_path):
         evaluate(model_dir, None, tmp_path / "bad", manifest=one_task, task="cls", progress=False)
 
 
+def test_the_whole_model_evaluates_in_the_asked_dtype(model_dir, tmp_path, monkeypatch):
+    """--dtype casts encoders, connector and LLM alike (auto: the LLM's own dtype); bf16 runs end to end."""
+    import torch
+
+    import usam.evaluation.runner as runner
+
+    seen = []
+
+    class Recording(runner.BatchGenerator):
+        def __init__(self, model, *args, **kwargs):
+            seen.append({p.dtype for p in model.parameters()})
+            super().__init__(model, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "BatchGenerator", Recording)
+    one_task = write_split(tmp_path, ITEMS[:3], name="asr.jsonl")
+    for name, dtype in (("auto", torch.float32), ("bfloat16", torch.bfloat16)):  # the tiny LLM is fp32
+        out = evaluate(model_dir, None, tmp_path / name, manifest=one_task, progress=False, dtype=name,
+                       settings=GenerationSettings(max_new_tokens=4))
+        assert seen[-1] == {dtype} and out["run"]["dtype"] == name and out["metrics"]["n"] == 3
+    with pytest.raises(ValueError, match="dtype 'int8'"):
+        evaluate(model_dir, None, tmp_path / "bad", manifest=one_task, progress=False, dtype="int8")
+    assert runner.default_workers(torch.device("cpu")) == 0
+
+
 def test_duplicate_keys_stop_the_run(model_dir, tmp_path):
     path = write_split(tmp_path, ITEMS[:3])
     lines = path.read_text().splitlines()

@@ -37,7 +37,7 @@ def test_audio_tokens_grow_with_duration(tiny):
 
 def test_long_audio_is_chunked_not_truncated(tiny):
     model, _ = tiny
-    audio = torch.from_numpy(tone(31.0))[None]
+    audio = torch.from_numpy(tone(31.0, sr=model.config.input_sample_rate))[None]
     out = model.encoders["whisper"](audio, torch.tensor([audio.shape[1]]))
     assert int(out.mask.sum()) == 31 * 50
 
@@ -75,7 +75,8 @@ def test_frozen_parts_unchanged_and_trainable_parts_get_gradients(tiny):
     assert any("lora_" in n for n in trainable) and any(n.startswith("projector.") for n in trainable)
     assert "encoders.mert.layer_weights" in trainable
     assert not any(n.startswith("llm.") and "lora_" not in n for n in trainable)
-    batch = processor([tone(1.0, 300), tone(2.0, 700, seed=1), tone(1.5, 1200, seed=2)],
+    rate = processor.sampling_rate
+    batch = processor([tone(1.0, 300, sr=rate), tone(2.0, 700, seed=1, sr=rate), tone(1.5, 1200, seed=2, sr=rate)],
                       ["Transcribe the speech.", "Describe the sound.", "Describe the music."],
                       ["hello there", "a beep", "piano music"])
     opt = torch.optim.AdamW(trainable.values(), lr=1e-3)

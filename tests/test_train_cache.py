@@ -60,7 +60,7 @@ def test_cached_features_give_the_live_forward(tmp_path):
     model = build_model(TrainConfig(model=_model_sections("configs/model/tiny.yaml", tmp_path)))
     build_cache(model, entries, tmp_path / "cache", progress=False)
     reader = FeatureCacheReader(tmp_path / "cache", model)
-    items = TrainItems(AudioDataset(entries), seed=0, epoch=0)
+    items = TrainItems(AudioDataset(entries, target_sr=model.config.input_sample_rate), seed=0, epoch=0)
     processor = USAMProcessor.from_model(model)
     live_batch = Collator(processor)([items[i] for i in range(4)]).batch
     cached_batch = Collator(processor, reader)([items[i] for i in range(4)]).batch

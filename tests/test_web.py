@@ -10,7 +10,7 @@ import soundfile as sf
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
-from usam.serving.testing import free_port, tone
+from usam.serving.testing import TINY_RATE, free_port, tone
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_audio_question_answered_over_two_turns(page, loaded, tmp_path):
     from usam.chat import USAMChat
 
     clip = tmp_path / "dog.flac"  # uploaded as it is (no conversion to wav through ffmpeg)
-    sf.write(clip, tone(1.0, 440), 16000, subtype="PCM_24")
+    sf.write(clip, tone(1.0, 440), TINY_RATE, subtype="PCM_24")
     reference = USAMChat(*loaded, max_new_tokens=12)
     first = reference.ask(tone(1.0, 440), "What is said?")
     first_usage = reference.last_expert_usage()
@@ -74,7 +74,7 @@ def test_bad_audio_is_reported_and_the_page_keeps_working(page, tmp_path):
     with pytest.raises(Exception, match="cannot be used.*not_audio"):
         client.predict(handle_file(str(bad)), "What is said?", api_name="/ask")
     long = tmp_path / "long.wav"
-    sf.write(long, tone(6.0), 16000)
+    sf.write(long, tone(6.0), TINY_RATE)
     with pytest.raises(Exception, match="too_long"):
         client.predict(handle_file(str(long)), "What is said?", api_name="/ask")
     chat, _, _, _ = client.predict(None, "Hello?", api_name="/ask")

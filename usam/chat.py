@@ -21,19 +21,19 @@ import numpy as np
 from usam.data.audio import SAMPLE_RATE, load_audio
 
 
-def load_clip(audio, max_seconds: float | None = None) -> np.ndarray:
-    """A clip as float32 mono at 16 kHz, from any of:
+def load_clip(audio, max_seconds: float | None = None, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A clip as float32 mono at `rate` (the model's input rate: `processor.sampling_rate`), from any of:
     a path (str / Path) or the encoded bytes of a file (wav, flac, ogg, mp3: decoded by usam.data.audio);
-    a 1-D float array (taken to be 16 kHz already); a (sample_rate, array) pair, as gradio gives it
+    a 1-D float array (taken to be at `rate` already); a (sample_rate, array) pair, as gradio gives it
     (int16/int32 or float samples, mono or (n, channels)), resampled with soxr.
     Raises usam.errors.DataError (decoding, too_long) or ValueError (bad array)."""
     from usam.errors import DataError
 
     if isinstance(audio, (str, Path, bytes, bytearray, memoryview)):
-        return load_audio(audio, target_sr=SAMPLE_RATE, max_seconds=max_seconds)
-    rate = SAMPLE_RATE
+        return load_audio(audio, target_sr=rate, max_seconds=max_seconds)
+    source_rate = rate
     if isinstance(audio, tuple) and len(audio) == 2 and np.isscalar(audio[0]):
-        rate, audio = int(audio[0]), audio[1]
+        source_rate, audio = int(audio[0]), audio[1]
     wave = np.asarray(audio)
     if np.issubdtype(wave.dtype, np.integer):  # PCM: scale to [-1, 1)
         wave = wave.astype(np.float32) / float(np.iinfo(wave.dtype).max + 1)
@@ -44,13 +44,13 @@ def load_clip(audio, max_seconds: float | None = None) -> np.ndarray:
         raise ValueError(f"audio must be a non-empty mono array or (rate, array), got shape {wave.shape}")
     if not np.isfinite(wave).all():
         raise DataError("nan_inf", "the audio array holds NaN or infinite samples", field="audio")
-    if max_seconds is not None and wave.size / rate > max_seconds:
-        raise DataError("too_long", f"{wave.size / rate:.2f} s is longer than the maximum {max_seconds:g} s",
+    if max_seconds is not None and wave.size / source_rate > max_seconds:
+        raise DataError("too_long", f"{wave.size / source_rate:.2f} s is longer than the maximum {max_seconds:g} s",
                         field="audio")
-    if rate != SAMPLE_RATE:
+    if source_rate != rate:
         import soxr
 
-        wave = soxr.resample(wave, rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
+        wave = soxr.resample(wave, source_rate, rate, quality="HQ").astype(np.float32)
     return np.ascontiguousarray(wave)
 
 
@@ -109,7 +109,7 @@ class USAMChat:
         self.top_p = top_p
         self.system = system
         self.max_audio_seconds = max_audio_seconds
-        self.messages: list[dict] = []   # processor chat format; audio parts hold 16 kHz arrays
+        self.messages: list[dict] = []   # processor chat format; audio parts hold arrays at the input rate
         self.pending: list[np.ndarray] = []  # attached clips not yet sent with a question
         self._last_batch = None
         self._last_usage: np.ndarray | None = None
@@ -124,10 +124,15 @@ class USAMChat:
             model.to(device)
         return cls(model, USAMProcessor.from_pretrained(model_dir), **kwargs)
 
+    @property
+    def sampling_rate(self) -> int:
+        return self.processor.sampling_rate
+
     # -- conversation state ---------------------------------------------------------------------------------
     def attach(self, audio) -> np.ndarray:
-        """Add a clip (path, bytes, array or (rate, array)) to the next question. Returns the 16 kHz clip."""
-        clip = load_clip(audio, self.max_audio_seconds)
+        """Add a clip (path, bytes, array or (rate, array)) to the next question. Returns the clip at the model's
+        input rate (`self.sampling_rate`)."""
+        clip = load_clip(audio, self.max_audio_seconds, self.sampling_rate)
         self.pending.append(clip)
         return clip
 

@@ -62,6 +62,10 @@ class MERTSettings:
 @dataclass
 class AlignSettings:
     rate_hz: float = 50.0  # common frame rate (Whisper's)
+    # The rate clips are decoded at and handed to the model (samples/s). None: the highest native rate of the
+    # enabled encoders (24000 with MERT-v1, else 16000), so MERT hears full-band music; each encoder whose
+    # native rate is lower resamples its input itself.
+    input_sample_rate: int | None = None
 
 
 @dataclass
@@ -285,6 +289,9 @@ class USAMConfig(PretrainedConfig):
         if self.llm.attn_implementation not in ("auto", "sdpa", "flash_attention_2", "eager"):
             raise ValueError(f"config llm.attn_implementation: {self.llm.attn_implementation!r} is not one of auto, "
                              "sdpa, flash_attention_2, eager")
+        if self.align.input_sample_rate is not None and self.align.input_sample_rate < 8000:
+            raise ValueError(f"config align.input_sample_rate: {self.align.input_sample_rate} Hz is below 8000 (or "
+                             "null: the enabled encoders' highest native rate)")
         if self.projector.num_experts < 1:
             raise ValueError("config projector.num_experts must be >= 1")
         if self.projector.top_k is not None and not 1 <= self.projector.top_k <= self.projector.num_experts:
@@ -301,6 +308,17 @@ class USAMConfig(PretrainedConfig):
     @property
     def enabled_encoders(self) -> list[str]:
         return [name for name in ENCODERS if getattr(self, name).enabled]
+
+    def native_sample_rate(self, name: str) -> int:
+        """The rate encoder `name`'s weights were trained at."""
+        return self.mert.sample_rate if name == "mert" else SAMPLE_RATE
+
+    @property
+    def input_sample_rate(self) -> int:
+        """The rate of the audio the model reads (align.input_sample_rate, else the enabled encoders' highest)."""
+        if self.align.input_sample_rate is not None:
+            return self.align.input_sample_rate
+        return max(self.native_sample_rate(name) for name in self.enabled_encoders)
 
     def without_weights(self) -> "USAMConfig":
         """A copy that builds every component from its `architecture` (random or meta-device weights)."""
@@ -327,9 +345,9 @@ class USAMConfig(PretrainedConfig):
         return max(1, round(stride_s * self.align.rate_hz))
 
     def num_frames(self, num_samples: int) -> int:
-        """Frames on the common time axis for a clip of `num_samples` at SAMPLE_RATE: ceil(seconds * rate)."""
-        # integer arithmetic first, so that 16000-sample multiples do not round up through float error
-        return max(1, math.ceil(num_samples * self.align.rate_hz / SAMPLE_RATE - 1e-9))
+        """Frames on the common time axis for a clip of `num_samples` at the input rate: ceil(seconds * rate)."""
+        # integer arithmetic first, so that whole-second multiples do not round up through float error
+        return max(1, math.ceil(num_samples * self.align.rate_hz / self.input_sample_rate - 1e-9))
 
     def num_windows(self, num_samples: int) -> int:
         """Windows start every stride while the start is a valid frame; the tail window is kept."""

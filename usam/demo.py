@@ -265,7 +265,7 @@ def time_steps(plan: DemoPlan, data: Path, demo_model: _DemoModel) -> dict[str, 
         stage_cfg = load_train_config(REPO_ROOT / "configs/train" / yaml_name,
                                       {"model": model_sections(plan), **plan.settings.get(name, {})})
         size = stage_cfg.data.max_samples or 8
-        dataset = AudioDataset(entries[:size], strict=True)
+        dataset = AudioDataset(entries[:size], strict=True, target_sr=model.config.input_sample_rate)
         samples = [dataset[i] for i in range(len(dataset))]
         for x in samples:
             x.instruction = x.instruction or instruction_for(x.task, train=False, lang=x.lang)
@@ -517,7 +517,7 @@ def spelling_figures(plan: DemoPlan, model_dir: Path, data: Path) -> dict[str, d
         entries = [e for e in read_manifest(data / EVAL_SPLITS[split], strict=True) if e.key in said]
         if not entries:
             continue
-        dataset = AudioDataset(entries, strict=True)
+        dataset = AudioDataset(entries, strict=True, target_sr=model.config.input_sample_rate)
         spelt = spell(model, processor, [dataset[i].audio for i in range(len(entries))])
         refs = [e.text[0] for e in entries]
         row = {"asr_ctc_wer": compute_metrics("asr", spelt, refs)["wer"]}

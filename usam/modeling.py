@@ -1,7 +1,7 @@
 """USAMModel: encoders -> common time axis -> window Q-Former -> task-aware MoE projector -> LLM.
 
 Shapes (C clips in a batch of B samples, usually C == B):
-  audio (C, n) at 16 kHz -> each encoder (C, T_e, D_e) -> aligned U (C, T, sum D_e) -> Q-Former Z (C, W*q, D_q)
+  audio (C, n) at the input rate -> each encoder (C, T_e, D_e) -> aligned U (C, T, sum D_e) -> Q-Former Z (C, W*q, D_q)
   -> projector A (C, W*q, D_llm) -> the valid tokens replace the `<|audio|>` placeholders of input_ids.
 """
 from __future__ import annotations
@@ -74,7 +74,7 @@ class USAMModel(nn.Module):
     def __init__(self, config: USAMConfig, adapter_dir: str | Path | None = None):
         super().__init__()
         self.config = config
-        self.encoders = nn.ModuleDict({name: build_encoder(name, getattr(config, name))
+        self.encoders = nn.ModuleDict({name: build_encoder(name, getattr(config, name), config.input_sample_rate)
                                        for name in config.enabled_encoders})
         for name, encoder in self.encoders.items():
             self._set_encoder_training(encoder, getattr(config, name))
@@ -170,7 +170,7 @@ class USAMModel(nn.Module):
 
     # -- audio path -----------------------------------------------------------------------------------------
     def encode_audio(self, audio: torch.Tensor, audio_lengths: torch.Tensor) -> dict[str, EncoderOutput]:
-        """Every enabled encoder on a (C, n) batch at 16 kHz. Frozen encoders run without gradients."""
+        """Every enabled encoder on a (C, n) batch at the input rate. Frozen encoders run without gradients."""
         outputs = {}
         for name, encoder in self.encoders.items():
             trainable = any(p.requires_grad for p in encoder.parameters())
@@ -185,6 +185,8 @@ class USAMModel(nn.Module):
         import hashlib
 
         h = hashlib.sha256(json.dumps(dataclasses.asdict(getattr(self.config, name)), sort_keys=True).encode())
+        if self.config.input_sample_rate != self.config.native_sample_rate(name):  # its features pass a resampler
+            h.update(f"input_sample_rate={self.config.input_sample_rate}".encode())
         for key, tensor in sorted(self.encoders[name].state_dict().items()):
             h.update(key.encode())
             h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())

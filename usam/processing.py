@@ -25,7 +25,7 @@ _SPLIT = re.compile(f"([{AUDIO_MARK}{TEXT_OPEN}{TEXT_CLOSE}{ANSWER_OPEN}{ANSWER_
 def _as_wave(audio) -> np.ndarray:
     wave = np.asarray(audio, dtype=np.float32)
     if wave.ndim != 1 or wave.size == 0:
-        raise ValueError(f"audio must be a non-empty mono 1-D array at 16 kHz, got shape {wave.shape}")
+        raise ValueError(f"audio must be a non-empty mono 1-D array at the model's input rate, got shape {wave.shape}")
     return wave
 
 
@@ -48,6 +48,11 @@ class USAMProcessor:
         self.tokenizer = tokenizer
         self.config = config
         self.special_ids = set(tokenizer.all_special_ids)
+
+    @property
+    def sampling_rate(self) -> int:
+        """The rate (Hz) audio arrays must have: the model's input rate (24 kHz with MERT, else 16 kHz)."""
+        return self.config.input_sample_rate
 
     @classmethod
     def from_model(cls, model) -> "USAMProcessor":

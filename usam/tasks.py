@@ -12,6 +12,7 @@ import random
 TASKS = ("asr", "s2tt", "aac", "mc", "cls", "qa")
 # how a cls item is answered in evaluation: a generated answer mapped onto the label set, or the best-scoring label
 CLS_MODES = ("generate", "rank")
+EVAL_DTYPES = ("auto", "float32", "bfloat16", "float16")  # `usam eval --dtype` (auto: the LLM's own dtype)
 
 TRAIN_INSTRUCTIONS: dict[str, tuple[str, ...]] = {
     "asr": (

@@ -3,7 +3,7 @@ MoE projector routed the audio of the last answer (mean routing weight per exper
 
     demo = build_demo(model, processor); demo.launch(server_name="127.0.0.1")   # or: usam web MODEL_DIR
 
-The page keeps each browser session's conversation in a gr.State (clips as 16 kHz arrays); the model is shared
+The page keeps each browser session's conversation in a gr.State (clips as arrays at the model's input rate); the model is shared
 and answers one question at a time.
 """
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 
-def _load_upload(path: str, max_seconds: float | None):
-    """An uploaded or recorded file -> 16 kHz clip. libsndfile reads wav, flac, ogg and mp3; other containers
+def _load_upload(path: str, max_seconds: float | None, rate: int):
+    """An uploaded or recorded file -> a clip at `rate` (the model's input rate). libsndfile reads wav, flac, ogg and mp3; other containers
     (a browser's webm/opus or m4a recording) go through gradio's own ffmpeg-based reader when ffmpeg exists."""
     import shutil
 
@@ -25,7 +25,7 @@ def _load_upload(path: str, max_seconds: float | None):
     from usam.errors import DataError
 
     try:
-        return load_clip(path, max_seconds)
+        return load_clip(path, max_seconds, rate)
     except DataError as err:
         if err.reason != "not_audio" or shutil.which("ffmpeg") is None:
             if err.reason == "not_audio":
@@ -34,7 +34,7 @@ def _load_upload(path: str, max_seconds: float | None):
             raise
     from gradio.processing_utils import audio_from_file
 
-    return load_clip(audio_from_file(path), max_seconds)  # (rate, int16 samples)
+    return load_clip(audio_from_file(path), max_seconds, rate)  # (rate, int16 samples)
 
 
 def _empty_session() -> dict:
@@ -68,7 +68,7 @@ def build_demo(model, processor, *, max_new_tokens: int = 256, temperature: floa
         chat = chat_for(session)
         if audio_path:
             try:
-                chat.pending.append(_load_upload(audio_path, max_audio_seconds))
+                chat.pending.append(_load_upload(audio_path, max_audio_seconds, processor.sampling_rate))
             except (DataError, ValueError) as err:
                 raise gr.Error(f"the audio cannot be used: {err}") from None
             session["display"].append({"role": "user", "content": f"🎵 {Path(audio_path).name}"})

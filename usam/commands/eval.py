@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from usam.tasks import CLS_MODES
+from usam.tasks import CLS_MODES, EVAL_DTYPES
 
 HELP = "evaluate a model folder on a benchmark (predictions.jsonl, metrics.json, metrics.md)"
 DESCRIPTION = """Evaluate a U-SAM model folder on a registered benchmark (--benchmark NAME --data-root DIR, see
@@ -43,7 +43,12 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
                    "benchmark's `labels` option, else the distinct references of its cls items")
     g.add_argument("--device", default=None,
                    help="torch device (default: cuda:LOCAL_RANK when a GPU is present, else cpu)")
-    g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for audio decoding (default 0)")
+    g.add_argument("--workers", type=int, default=None,
+                   help="DataLoader worker processes that decode audio beside the model (default: none on a CPU, "
+                   "where they would take the model's cores; up to 4 on a GPU)")
+    g.add_argument("--dtype", choices=EVAL_DTYPES, default="auto",
+                   help="dtype of the whole model during evaluation (default auto: the LLM's own, llm.dtype, so the "
+                   "encoders and connector do not run in fp32 beside a bf16 LLM; audio front ends stay fp32)")
     g.add_argument("--manifest-instructions", action="store_true",
                    help="use the manifest's own instruction where an item has one (default: the task's fixed "
                    "evaluation prompt; qa always takes the item's question)")
@@ -101,7 +106,7 @@ def main(args: argparse.Namespace) -> int:
             benchmark = registry[args.benchmark]
         result = evaluate(args.model, benchmark, args.out, manifest=args.manifest, task=args.task,
                           data_root=args.data_root, synth_dir=args.synth_dir, settings=settings_from_args(args),
-                          model_name=args.model_name, device=args.device, workers=args.workers,
+                          model_name=args.model_name, device=args.device, workers=args.workers, dtype=args.dtype,
                           progress=not args.no_progress, manifest_instructions=args.manifest_instructions,
                           limit=args.limit)
     except (DataError, ValueError, FileNotFoundError) as err:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from usam.config import BEATsSettings
+from usam.config import SAMPLE_RATE, BEATsSettings
 from usam.encoders.base import AudioEncoder, EncoderOutput
 from usam.features import ceil_div, front_end_filters, kaldi_fbank
 from usam.loading import load_strict, resolve_path
@@ -247,8 +247,11 @@ def load_beats_checkpoint(path) -> tuple[BEATsModel, dict]:
 
 
 class BEATsAudioEncoder(AudioEncoder):
-    def __init__(self, settings: BEATsSettings):
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, settings: BEATsSettings, input_rate: int = SAMPLE_RATE):
         super().__init__()
+        self.input_rate = input_rate
         if settings.name_or_path:
             path = resolve_path(settings.name_or_path, kind="beats")
             self.model, cfg = load_beats_checkpoint(path)
@@ -264,6 +267,7 @@ class BEATsAudioEncoder(AudioEncoder):
         return asdict(self.model.arch)
 
     def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
+        audio, lengths = self.to_native_rate(audio, lengths)  # (B, n) at 16 kHz
         # fbank of the int16-scaled wave; frames past a clip's end take the normalised value 0
         banks = front_end_filters("kaldi", 128, audio.device)  # fp32 whatever the model's dtype (usam.precision)
         fbank, frames = kaldi_fbank(audio.float() * 2 ** 15, banks, lengths, pad_value=FBANK_MEAN)

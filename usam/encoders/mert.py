@@ -3,8 +3,9 @@
 MERT-v1 checkpoints are HuBERT-shaped. Their config says `model_type: mert_model` and needs remote code;
 we read the config fields that HubertConfig knows, refuse the MERT-only options that change the
 computation (CQT features, deep norm, attention relaxation), check that the checkpoint's key names map
-onto HubertModel's, and load strictly. Input is resampled 16 -> 24 kHz (julius, a sinc resampler in torch)
-and normalised per clip as MERT's feature extractor does. A learned softmax mixes the hidden states.
+onto HubertModel's, and load strictly. Input arrives at the model's input rate, 24 kHz whenever MERT is enabled
+(resampled to `sample_rate` only for a model configured otherwise), and is normalised per clip as MERT's
+feature extractor does. A learned softmax mixes the hidden states.
 
 A batch runs as one pass, whatever the norm of the first conv. MERT-v1's `feat_extract_norm: group` normalises
 each channel over time, which would see the padding: that GroupNorm is swapped for `MaskedGroupNorm` (same
@@ -14,16 +15,14 @@ parameter gathers cannot follow when ranks hold different numbers of clips.)
 """
 from __future__ import annotations
 
-import functools
 import json
 
-import julius
 import torch
 from torch import nn
 from transformers import HubertConfig, HubertModel
 
 from usam.config import SAMPLE_RATE, MERTSettings
-from usam.encoders.base import AudioEncoder, EncoderOutput
+from usam.encoders.base import AudioEncoder, EncoderOutput, resample_clips
 from usam.loading import load_state_dict, load_strict, resolve_path
 from usam.precision import param_dtype
 
@@ -98,15 +97,10 @@ def _masked_group_norm(model: HubertModel) -> MaskedGroupNorm | None:
     return masked
 
 
-@functools.lru_cache(maxsize=None)
-def _resampler(old_sr: int, new_sr: int, device: torch.device) -> julius.ResampleFrac:
-    """julius' sinc resampler (its kernel built once per rate pair and device), fp32."""
-    return julius.ResampleFrac(old_sr, new_sr).to(device)
-
-
 class MERTAudioEncoder(AudioEncoder):
-    def __init__(self, settings: MERTSettings):
+    def __init__(self, settings: MERTSettings, input_rate: int = SAMPLE_RATE):
         super().__init__()
+        self.input_rate = input_rate
         if settings.name_or_path:
             self.model = load_mert(resolve_path(settings.name_or_path, kind="mert"))
             self.pretrained = True
@@ -154,16 +148,13 @@ class MERTAudioEncoder(AudioEncoder):
         return samples.clamp(min=1)
 
     def _resample(self, audio: torch.Tensor, lengths: torch.Tensor):
-        """(B, n) at 16 kHz -> (B, m) at `sample_rate`, each clip resampled over its own valid region (as a lone
-        clip would be: julius pads with the last sample, so the padding here repeats each clip's last sample),
-        normalised to zero mean and unit variance over its valid samples, zero after them, and zero-padded to at
-        least the receptive field. One batched resample, in fp32."""
-        n = audio.shape[1]
-        keep = torch.arange(n, device=audio.device)[None, :] < lengths[:, None]  # (B, n)
-        last = audio.gather(1, (lengths - 1).clamp(min=0)[:, None])  # (B, 1)
-        wave = torch.where(keep, audio, last).float()
-        wave = _resampler(SAMPLE_RATE, self.sample_rate, audio.device)(wave)  # (B, floor(n * 3 / 2))
-        new_lengths = torch.div(lengths * self.sample_rate, SAMPLE_RATE, rounding_mode="floor")
+        """(B, n) at `input_rate` -> (B, m) at `sample_rate` (each clip over its own valid region, see
+        `resample_clips`; a no-op when the rates agree), normalised to zero mean and unit variance over its valid
+        samples, zero after them, and zero-padded to at least the receptive field. In fp32."""
+        if self.input_rate == self.sample_rate:
+            wave, new_lengths = audio.float(), lengths
+        else:
+            wave, new_lengths = resample_clips(audio, lengths, self.input_rate, self.sample_rate)
         valid = (torch.arange(wave.shape[1], device=wave.device)[None, :] < new_lengths[:, None]).float()
         count = valid.sum(1, keepdim=True).clamp(min=1)
         mean = (wave * valid).sum(1, keepdim=True) / count

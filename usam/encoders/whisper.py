@@ -22,9 +22,11 @@ SAMPLES_PER_FRAME = SAMPLE_RATE // 50  # 320: conv stride 2 over a 160-sample ho
 
 class WhisperAudioEncoder(AudioEncoder):
     frame_rate = 50.0
+    sample_rate = SAMPLE_RATE
 
-    def __init__(self, settings: WhisperSettings):
+    def __init__(self, settings: WhisperSettings, input_rate: int = SAMPLE_RATE):
         super().__init__()
+        self.input_rate = input_rate
         if settings.name_or_path:
             folder = resolve_path(settings.name_or_path, kind="whisper")
             config = WhisperConfig.from_pretrained(folder)
@@ -75,6 +77,7 @@ class WhisperAudioEncoder(AudioEncoder):
         return enc.layer_norm(x)
 
     def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
+        audio, lengths = self.to_native_rate(audio, lengths)  # (B, n) at 16 kHz
         chunks, valid, owner = self._chunks(audio, lengths)
         filters = front_end_filters("whisper", self.config.num_mel_bins, chunks.device)  # fp32 (usam.precision)
         mel = whisper_log_mel(chunks, filters).to(param_dtype(self.encoder))  # (C, n_mels, 3000)

@@ -29,6 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from usam.errors import DataError
+from usam.tasks import EVAL_DTYPES
 from usam.evaluation.generation import BatchGenerator, GenerationSettings
 from usam.evaluation.registry import MIXED, PER_TASK, Benchmark
 from usam.evaluation.sharding import (DistContext, barrier, close_distributed, init_distributed, merge_shards,
@@ -156,6 +157,29 @@ def _device(name: str | None, ctx: DistContext):
     return torch.device("cpu")
 
 
+def eval_dtype(model, name: str = "auto"):
+    """The dtype the whole model evaluates in. "auto": the LLM's own (`llm.dtype`: bf16 for usam-8b, fp32 for the
+    demo), so the encoders and the connector, which a saved folder rebuilds in fp32, do not run in fp32 beside a
+    bf16 LLM. Front ends (log-mel, fbank, resampling) compute in fp32 whatever this is (usam.precision)."""
+    import torch
+
+    from usam.precision import param_dtype
+
+    if name not in EVAL_DTYPES:
+        raise ValueError(f"dtype {name!r} is not one of {', '.join(EVAL_DTYPES)}")
+    return param_dtype(model.llm) if name == "auto" else getattr(torch, name)
+
+
+def default_workers(device) -> int:
+    """DataLoader workers when none are asked for: none on a CPU (decoding would take cores from the model),
+    else up to 4, leaving a core per GPU process."""
+    import os
+
+    if getattr(device, "type", str(device)) == "cpu":
+        return 0
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
 def rank_labels(benchmark: Benchmark, items: Sequence[EvalItem]) -> list[str]:
     """The label set that closed-set cls scoring ranks: the benchmark's `labels` option, else the distinct
     references of its cls items, sorted (the set the accuracy metric maps answers onto)."""
@@ -166,7 +190,7 @@ def rank_labels(benchmark: Benchmark, items: Sequence[EvalItem]) -> list[str]:
 
 
 def _generate_shard(model_dir, items, batches, settings, device, workers, progress, ctx,
-                    labels: list[str] | None = None) -> list[dict]:
+                    labels: list[str] | None = None, dtype: str = "auto") -> list[dict]:
     import torch
     from tqdm.auto import tqdm
 
@@ -175,9 +199,12 @@ def _generate_shard(model_dir, items, batches, settings, device, workers, progre
 
     # LoRA folded into the LLM (generation only): the same greedy tokens, one matrix product per layer instead of
     # three (docs/evaluation.md#speed)
-    model = USAMModel.from_pretrained(model_dir).to(device).eval().merge_lora_for_inference()
+    model = USAMModel.from_pretrained(model_dir).eval().merge_lora_for_inference()
+    model.to(device=device, dtype=eval_dtype(model, dtype))
     processor = USAMProcessor.from_pretrained(model_dir)
-    dataset = AudioDataset([it.entry for it in items], strict=True)  # full length: no max_seconds, no crop
+    dataset = AudioDataset([it.entry for it in items], strict=True,  # full length: no max_seconds, no crop
+                           target_sr=processor.sampling_rate)
+    workers = default_workers(device) if workers is None else workers
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=_collate, num_workers=workers)
     rows = []
     bar = tqdm(total=sum(map(len, batches)), unit="sample", desc=f"eval rank {ctx.rank}" if ctx.distributed
@@ -242,7 +269,8 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _finish(out_dir: Path, model_name: str, benchmark: Benchmark, manifest: Path, items: list[EvalItem],
-            rows: list[dict], settings: GenerationSettings, ctx: DistContext, started: float) -> dict:
+            rows: list[dict], settings: GenerationSettings, ctx: DistContext, started: float,
+            dtype: str = "auto") -> dict:
     from usam.evaluation.report import _markdown, comparison_table, load_run
 
     by_key = {}
@@ -298,7 +326,8 @@ def _finish(out_dir: Path, model_name: str, benchmark: Benchmark, manifest: Path
                        "full_length_audio": True, "skip_special_tokens": True, "padding_side": "left"},
         "expert_usage": _expert_usage(rows, tasks),
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "run": {"manifest": str(manifest), "world_size": ctx.world_size, "seconds": round(time.time() - started, 2),
+        "run": {"manifest": str(manifest), "world_size": ctx.world_size, "dtype": dtype,
+                "seconds": round(time.time() - started, 2),
                 "prompts": prompts, "total_audio_seconds": round(sum(r["duration"] for r in rows), 2),
                 "generated_tokens": int(sum(r["new_tokens"] for r in rows))},
     }
@@ -312,10 +341,12 @@ def _finish(out_dir: Path, model_name: str, benchmark: Benchmark, manifest: Path
 def evaluate(model_dir: str | Path, benchmark: Benchmark | None, out_dir: str | Path, *,
              manifest: str | Path | None = None, task: str | None = None, data_root: str | Path | None = None,
              synth_dir: str | Path | None = None, settings: GenerationSettings | None = None,
-             model_name: str | None = None, device: str | None = None, workers: int = 0, progress: bool = True,
-             manifest_instructions: bool = False, limit: int | None = None) -> dict | None:
+             model_name: str | None = None, device: str | None = None, workers: int | None = None,
+             progress: bool = True, manifest_instructions: bool = False, limit: int | None = None,
+             dtype: str = "auto") -> dict | None:
     """Evaluate one model folder; see the module doc. Either `benchmark` (with data_root for its manifest
-    path) or `manifest` (+ optional task). Returns metrics.json's content on rank 0, None on other ranks."""
+    path) or `manifest` (+ optional task). `workers` None: `default_workers`; `dtype`: see `eval_dtype`.
+    Returns metrics.json's content on rank 0, None on other ranks."""
     from usam.data import fill_durations, read_manifest
 
     settings = settings or GenerationSettings()
@@ -354,7 +385,7 @@ def evaluate(model_dir: str | Path, benchmark: Benchmark | None, out_dir: str | 
         rows: list[dict] = []
         try:
             rows = _generate_shard(model_dir, items, batches, settings, _device(device, ctx), workers, progress, ctx,
-                                   rank_labels(benchmark, items) if settings.cls_mode == "rank" else None)
+                                   rank_labels(benchmark, items) if settings.cls_mode == "rank" else None, dtype)
         except Exception as err:  # reported to every rank below, so no rank waits at the barrier forever
             error = err
         raise_if_any_failed(ctx, error)
@@ -365,7 +396,7 @@ def evaluate(model_dir: str | Path, benchmark: Benchmark | None, out_dir: str | 
             try:
                 merged = merge_shards(out_dir, ctx.world_size)
                 result = _finish(out_dir, model_name or str(model_dir), benchmark, manifest, items, merged, settings,
-                                 ctx, started)
+                                 ctx, started, dtype)
             except Exception as err:  # the other ranks learn of it too (they may run a next evaluation)
                 error = err
         raise_if_any_failed(ctx, error)

@@ -46,13 +46,13 @@ def score_token_modes(model_dir: str | Path, manifest: str | Path, readings: dic
     entries = [e for e in read_manifest(manifest, strict=True) if e.task == "asr"][:limit]
     if not entries:
         raise ValueError(f"{manifest}: no asr entries")
-    dataset = AudioDataset(entries, strict=True)
-    samples = [dataset[i] for i in range(len(dataset))]
-    refs = [s.target for s in samples]
-    instruction = instruction_for("asr", train=False)
     model = USAMModel.from_pretrained(model_dir).eval()
     if model.ctc is None:
         raise ValueError(f"{model_dir}: the model has no CTC head (loss.lambda_ctc 0 and continuous audio tokens)")
+    dataset = AudioDataset(entries, strict=True, target_sr=model.config.input_sample_rate)
+    samples = [dataset[i] for i in range(len(dataset))]
+    refs = [s.target for s in samples]
+    instruction = instruction_for("asr", train=False)
     own = dataclasses.replace(model.config.audio_tokens)
     processor = USAMProcessor.from_model(model)
     spelt = spell(model, processor, [s.audio for s in samples], batch_size)

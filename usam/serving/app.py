@@ -115,8 +115,8 @@ async def _send_error(send, err: APIError) -> None:
 
 
 # -- request -> conversation -------------------------------------------------------------------------------------
-def _decode_audio(data: str, param: str, max_seconds: float):
-    """base64 -> bytes -> 16 kHz float32 (usam.data.audio). Only bytes reach the decoder, never a path."""
+def _decode_audio(data: str, param: str, max_seconds: float, rate: int):
+    """base64 -> bytes -> float32 at `rate`, the model's input rate (usam.data.audio). Only bytes reach the decoder, never a path."""
     from usam.data.audio import load_audio
     from usam.errors import DataError
 
@@ -126,7 +126,7 @@ def _decode_audio(data: str, param: str, max_seconds: float):
         raise APIError(400, f"{param}: not valid base64 (send the encoded audio file itself; the server never "
                        "reads files or fetches URLs)", param=param, code="invalid_audio") from None
     try:
-        return load_audio(raw, max_seconds=max_seconds)
+        return load_audio(raw, target_sr=rate, max_seconds=max_seconds)
     except DataError as err:
         if err.reason == "too_long":
             raise APIError(413, f"{param}: the audio is too long: {err.message}", param=param,
@@ -135,7 +135,7 @@ def _decode_audio(data: str, param: str, max_seconds: float):
                        code="invalid_audio") from None
 
 
-def to_conversation(request: ChatCompletionRequest, max_seconds: float) -> list[dict]:
+def to_conversation(request: ChatCompletionRequest, max_seconds: float, rate: int) -> list[dict]:
     """OpenAI messages -> USAMProcessor chat format (runs in a worker thread: audio decoding takes time)."""
     conversation = []
     for i, message in enumerate(request.messages):
@@ -151,7 +151,8 @@ def to_conversation(request: ChatCompletionRequest, max_seconds: float) -> list[
             elif role != "user":
                 raise APIError(400, f"{param}: audio is only allowed in user messages", param=param)
             else:
-                parts.append({"type": "audio", "audio": _decode_audio(part.input_audio.data, param, max_seconds)})
+                parts.append({"type": "audio", "audio": _decode_audio(part.input_audio.data, param, max_seconds,
+                                                                          rate)})
         if role != "user":  # system / assistant: plain text
             conversation.append({"role": role, "content": "".join(p["text"] for p in parts)})
         else:
@@ -244,7 +245,8 @@ def create_app(model, processor, settings: ServeSettings) -> FastAPI:
         if max_tokens > settings.max_tokens_limit:
             raise APIError(400, f"max_tokens {max_tokens} is over this server's limit of {settings.max_tokens_limit}",
                            param="max_tokens")
-        conversation = await run_in_threadpool(to_conversation, body, settings.max_audio_seconds)
+        conversation = await run_in_threadpool(to_conversation, body, settings.max_audio_seconds,
+                                                 processor.sampling_rate)
         try:  # the processor checks the conversation (roles, template) before it is queued
             encoded, _ = await run_in_threadpool(processor.encode_conversation, conversation, True)
         except ValueError as err:

@@ -37,7 +37,7 @@ class Generation:
 
 @dataclass
 class GenerationRequest:
-    conversation: list[dict]  # USAMProcessor chat format, audio as 16 kHz float32 arrays
+    conversation: list[dict]  # USAMProcessor chat format, audio as float32 arrays at the model's input rate
     max_tokens: int
     temperature: float = 0.0
     top_p: float = 1.0

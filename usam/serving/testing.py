@@ -61,14 +61,17 @@ def build_tiny_model(directory: str | Path, reuse: bool = False) -> str:
     return str(directory)
 
 
-def tone(seconds: float = 1.0, freq: float = 440.0, rate: int = 16000, seed: int = 0) -> np.ndarray:
+TINY_RATE = 24000  # the tiny model's input rate (its MERT is enabled): arrays and files made here use it
+
+
+def tone(seconds: float = 1.0, freq: float = 440.0, rate: int = TINY_RATE, seed: int = 0) -> np.ndarray:
     """A sine with a little fixed-seed noise, float32 mono."""
     t = np.arange(int(seconds * rate)) / rate
     noise = np.random.RandomState(seed).randn(t.size) * 0.01
     return (0.3 * np.sin(2 * np.pi * freq * t) + noise).astype(np.float32)
 
 
-def encode(wave: np.ndarray, fmt: str = "WAV", rate: int = 16000) -> bytes:
+def encode(wave: np.ndarray, fmt: str = "WAV", rate: int = TINY_RATE) -> bytes:
     """The bytes of an audio file (soundfile format name: WAV, FLAC, OGG, MP3)."""
     import soundfile as sf
 

@@ -82,7 +82,7 @@ def build_cache(model, entries, out_dir: str | Path, max_audio_seconds: float = 
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    dataset = AudioDataset(entries, strict=False)
+    dataset = AudioDataset(entries, strict=False, target_sr=model.config.input_sample_rate)
     sampler = DurationBucketSampler([e.duration for e in entries], max_audio_seconds, max_samples, shuffle=False,
                                     num_replicas=1, rank=0)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=list, num_workers=num_workers)

@@ -34,9 +34,11 @@ class TrainData:
     """The epoch lists of the training mixture (`usam.data.MixedManifest`): each source is split by task so
     that `task_weights` multiply into the per-dataset weights."""
 
-    def __init__(self, cfg, processor_collate, rank: int, world: int):
+    def __init__(self, cfg, processor_collate, rank: int, world: int, sample_rate: int | None = None):
         self.cfg = cfg
         self.collate = processor_collate
+        # clips are decoded at the model's input rate (None: the rate of the config's model)
+        self.sample_rate = sample_rate or cfg.model_config().input_sample_rate
         self.rank, self.world = rank, world
         sources = []
         self.manifest_problems: Counter = Counter()
@@ -73,7 +75,8 @@ class TrainData:
 
     def dataset(self, epoch: int, entries=None) -> TrainItems:
         entries = entries if entries is not None else self.mixed.epoch_entries(epoch)
-        return TrainItems(AudioDataset(entries, strict=False, max_seconds=self.cfg.data.max_seconds),
+        return TrainItems(AudioDataset(entries, strict=False, max_seconds=self.cfg.data.max_seconds,
+                                       target_sr=self.sample_rate),
                           seed=self.cfg.seed, epoch=epoch, train=True)
 
     def loader(self, epoch: int, sampler_state: dict | None = None):

@@ -248,7 +248,7 @@ class Trainer:
         self.cache = FeatureCacheReader(cfg.data.cache_dir, self.model) if cfg.data.cache_dir else None
         self.collator = Collator(self.processor, self.cache)
         self.reading = build_reading(cfg, self.processor.tokenizer)
-        self.data = TrainData(cfg, self.collator, self.rank, self.world)
+        self.data = TrainData(cfg, self.collator, self.rank, self.world, self.processor.sampling_rate)
         self.steps = total_steps(cfg, self.data)
         self.engine, self.optimizer, self.scheduler, self.ds_config = build_engine(self.model, cfg, self.steps,
                                                                                    self.world)
@@ -536,7 +536,7 @@ class Trainer:
             return None
         engine = self.engine
         engine.eval()
-        dataset = TrainItems(AudioDataset(self.valid, strict=False), seed=self.cfg.seed, epoch=0, train=False)
+        dataset = TrainItems(AudioDataset(self.valid, strict=False, target_sr=self.processor.sampling_rate), seed=self.cfg.seed, epoch=0, train=False)
         batches = valid_batches(len(self.valid), self.cfg.data.valid_batch_size, self.world)
         collate = Collator(self.processor, self.cache)
         tasks = sorted({e.task for e in self.valid})
