@@ -197,3 +197,35 @@ def test_lora_merged_for_inference_generates_as_before():
         assert not any("lora_" in n for n, _ in model.llm.named_parameters())
         assert torch.allclose(model(**batch).logits, before, atol=1e-4)
         assert model.generate(**batch, max_new_tokens=8).tolist() == before_ids.tolist()
+
+
+def test_a_training_process_loads_the_llm_onto_its_own_device(tmp_path, monkeypatch):
+    """With a GPU, each rank streams the LLM's checkpoint straight onto its device (device_map), holding no host
+    copy; not when ZeRO-3 shards the frozen weights (an LLM too big for one GPU) or without CUDA."""
+    import usam.llm as llm_module
+    from usam.config import LLMSettings
+    from usam.training.config import TrainConfig
+    from usam.training.trainer import llm_load_device
+
+    whole, sharded = TrainConfig(), TrainConfig(zero3_frozen="partitioned")
+    assert llm_load_device(whole, 2, cuda=True, local_rank=3) == torch.device("cuda", 3)
+    assert llm_load_device(whole, 3, cuda=True, local_rank=1) == torch.device("cuda", 1)
+    assert llm_load_device(sharded, 3, cuda=True, local_rank=1) is None
+    assert llm_load_device(whole, 2, cuda=False, local_rank=0) is None
+
+    model, _ = make_tiny_model(**{"llm.train": "frozen"})  # a plain LLM, no LoRA layers
+    model.llm.save_pretrained(tmp_path / "llm")
+    seen = []
+    original = llm_module.AutoModelForCausalLM.from_pretrained
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("device_map"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(llm_module.AutoModelForCausalLM, "from_pretrained", recording)
+    settings = LLMSettings(name_or_path=str(tmp_path / "llm"), dtype="float32")
+    on_device, _ = llm_module.load_llm(settings, device=torch.device("cpu"))
+    on_host, _ = llm_module.load_llm(settings)
+    assert seen == [{"": "cpu"}, None]
+    for (name, a), (_, b) in zip(on_device.state_dict().items(), on_host.state_dict().items()):
+        assert a.device.type == "cpu" and torch.equal(a, b), name

@@ -82,17 +82,22 @@ def load_tokenizer(settings: LLMSettings):
     return tokenizer
 
 
-def load_llm(settings: LLMSettings):
-    """(model, pretrained: bool). Random init when no name_or_path is given."""
+def load_llm(settings: LLMSettings, device=None):
+    """(model, pretrained: bool). Random init when no name_or_path is given. `device`: load the weights straight
+    onto it (transformers' device_map streams each checkpoint shard there from its memory map), so a training
+    process on a GPU never holds a private host copy of the LLM: the node's page cache is the one copy its ranks
+    share, where eight ranks loading to host memory first would each hold all of it (16 GB each at 8B bf16)."""
     dtype = resolve_dtype(settings.dtype)
     attn = resolve_attn_implementation(settings.attn_implementation)
     if settings.name_or_path:
         folder = resolve_path(settings.name_or_path, kind="llm")
         kwargs = {"gguf_file": settings.gguf_file} if settings.gguf_file else {}
+        if device is not None:
+            kwargs["device_map"] = {"": str(device)}
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=settings.trust_remote_code,
                                                      attn_implementation=attn, **kwargs)
         return model, True
     arch = dict(settings.architecture)
     model_type = arch.pop("model_type")
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **arch), attn_implementation=attn)
-    return model.to(dtype), False
+    return model.to(device=device, dtype=dtype), False

@@ -71,14 +71,15 @@ def _lora_config(settings, **extra):
 
 
 class USAMModel(nn.Module):
-    def __init__(self, config: USAMConfig, adapter_dir: str | Path | None = None):
+    def __init__(self, config: USAMConfig, adapter_dir: str | Path | None = None, llm_device=None):
+        """`llm_device`: load the LLM's weights straight onto this device (the rest stays on the CPU until moved)."""
         super().__init__()
         self.config = config
         self.encoders = nn.ModuleDict({name: build_encoder(name, getattr(config, name), config.input_sample_rate)
                                        for name in config.enabled_encoders})
         for name, encoder in self.encoders.items():
             self._set_encoder_training(encoder, getattr(config, name))
-        llm, self.llm_pretrained = load_llm(config.llm)
+        llm, self.llm_pretrained = load_llm(config.llm, device=llm_device)
         self.tokenizer = load_tokenizer(config.llm)
         llm_dim = llm.get_input_embeddings().embedding_dim
         input_dim = sum(enc.output_dim for enc in self.encoders.values())

@@ -42,9 +42,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(cfg: TrainConfig):
+def llm_load_device(cfg: TrainConfig, zero_stage: int, cuda: bool, local_rank: int):
+    """Where a training process loads the LLM's weights: its own GPU when it has one and every rank keeps the LLM
+    whole (ZeRO-2, or ZeRO-3 with zero3_frozen "whole"), so no rank holds a host copy; else the CPU (None), as
+    ZeRO-3 with partitioned frozen weights is for LLMs that do not fit on one GPU."""
+    if not cuda or (zero_stage == 3 and cfg.zero3_frozen == "partitioned"):
+        return None
+    return torch.device("cuda", local_rank)
+
+
+def build_model(cfg: TrainConfig, llm_device=None):
     """The model of the config; stage 2 (`init_from`) loads stage 1's trained weights. A randomly initialised
-    LLM (tiny configs) is taken from init_from's saved `llm/` folder, so both stages share the same base."""
+    LLM (tiny configs) is taken from init_from's saved `llm/` folder, so both stages share the same base.
+    `llm_device`: see `llm_load_device`."""
     from usam.modeling import LLM_DIR, USAMModel
 
     mcfg = cfg.model_config()
@@ -56,7 +66,7 @@ def build_model(cfg: TrainConfig):
             mcfg.llm.name_or_path, mcfg.llm.architecture = str(src / LLM_DIR), None
             if mcfg.llm.tokenizer in (None, "byte"):
                 mcfg.llm.tokenizer = str(src / LLM_DIR)
-    model = USAMModel(mcfg)
+    model = USAMModel(mcfg, llm_device=llm_device)
     if cfg.init_from:
         loaded = model.load_trained_weights(cfg.init_from)
         logger.info("loaded %d trained tensors from %s", len(loaded), cfg.init_from)
@@ -240,7 +250,10 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
         self.config_text = _yaml(cfg.to_dict())
         seed_everything(cfg.seed)  # same seed on every rank: the randomly initialised parts must agree
-        self.model = build_model(cfg)
+        zero_stage = load_deepspeed_config(cfg, self.world, torch.cuda.is_available()).get(
+            "zero_optimization", {}).get("stage", 0)
+        self.model = build_model(cfg, llm_load_device(cfg, zero_stage, torch.cuda.is_available(),
+                                                      dist_utils.local_rank()))
         restart = resolve_resume(self.resume_weights, self.out) if self.resume_weights is not None else None
         if restart is not None:
             load_model_weights(self.model, restart / MODEL_DIR)
