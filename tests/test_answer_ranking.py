@@ -105,6 +105,13 @@ def test_bad_arguments_are_refused():
         plain.score_answers(**batch, answers=_answers(processor), ctc_weight=0.5)
     with pytest.raises(ValueError, match="cls_mode"):
         GenerationSettings(cls_mode="vote")
+    with pytest.raises(ValueError, match="cls_ctc_weight"):
+        GenerationSettings(cls_ctc_weight=-0.1)
+    # ranked labels: their own weight when set, else the transcripts'; none when cls is not decoded with the CTC
+    settings = GenerationSettings(cls_mode="rank", ctc_weight=0.5, ctc_tasks=("asr", "cls"), cls_ctc_weight=0.8)
+    assert settings.rank_ctc_weight("cls") == 0.8
+    assert GenerationSettings(cls_mode="rank", ctc_weight=0.5, ctc_tasks=("cls",)).rank_ctc_weight("cls") == 0.5
+    assert GenerationSettings(cls_mode="rank", ctc_weight=0.5, cls_ctc_weight=0.8).rank_ctc_weight("cls") == 0.0
 
 
 def test_eval_ranks_cls_items_over_the_label_set(tmp_path):
@@ -171,3 +178,30 @@ def test_rank_weights_script_scores_every_weight_from_one_pass(tmp_path):
     for w in ("0", "0.5", "1"):
         best = ((1 - float(w)) * llm + float(w) * ctc).argmax(-1)
         assert result["accuracy"][w] == pytest.approx(100.0 * float((best == truth).float().mean()), abs=0.01)
+
+
+def test_pick_rank_weight_chooses_on_validation_and_reports_the_tests(tmp_path):
+    """scripts/pick_rank_weight.py: the best mean validation accuracy over models picks the weight (ties: the
+    smaller), and each test set is summarised at it (mean and range over the models)."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "pick_rank_weight.py"
+    spec = importlib.util.spec_from_file_location("pick_rank_weight", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def write(name, accuracy):
+        path = tmp_path / name
+        path.write_text(json.dumps({"accuracy": accuracy}))
+        return str(path)
+
+    valid = [write("v0.json", {"0": 80.0, "0.5": 90.0, "1": 90.0}), write("v1.json", {"0": 70.0, "0.5": 96.0, "1": 96.0})]
+    test = [write("t0.json", {"0": 50.0, "0.5": 81.0, "1": 99.0}), write("t1.json", {"0": 60.0, "0.5": 85.5, "1": 98.0})]
+    out = tmp_path / "pick.json"
+    assert module.main(["--valid", *valid, "--test", f"held-out={','.join(test)}", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["chosen_weight"] == 0.5  # tied with 1 on validation: the smaller weight
+    assert report["test"]["held-out"]["0.5"] == {"values": [81.0, 85.5], "mean": 83.25, "range": 4.5}
+    with pytest.raises(SystemExit):
+        module.main(["--valid", *valid, "--test", f"held-out={test[0]}"])  # one test file for two models

@@ -29,6 +29,7 @@ def test_demo_quick_end_to_end(tmp_path):
     # class labels by ranking the label set: every answer is a label
     timbre = json.loads((out / "eval_timbre" / "metrics.json").read_text())
     assert timbre["generation"]["cls_mode"] == "rank" and timbre["metrics"]["cls"]["unmapped_rate"] == 0
+    assert timbre["generation"]["cls_ctc_weight"] == 0.8
     assert {"asr_wer", "asr_llm_wer"} <= set(figures["real"]) and "asr_llm_wer" in figures["general"]
     alone = json.loads((out / "eval_general_llm_alone" / "metrics.json").read_text())
     assert alone["generation"]["ctc_weight"] == 0.0 and alone["metrics"]["asr"]["n"] == 4

@@ -160,4 +160,10 @@ def test_classification_ranks_the_label_set_by_default(tmp_path, capsys):
         DemoPlan.make(tmp_path, quick=False, cls_mode="vote")
     with pytest.raises(SystemExit):
         main(["demo", "--out", str(tmp_path / "demo"), "--cls-mode", "vote"])
+    # ranked labels take their own CTC weight (chosen on validation clips); the LLM alone throughout at ctc_weight 0
+    assert DemoPlan.make(tmp_path, quick=False).cls_ctc_weight == 0.8
+    assert DemoPlan.make(tmp_path, quick=False, ctc_weight=0).cls_ctc_weight == 0
+    assert DemoPlan.make(tmp_path, quick=False, cls_ctc_weight=0.3).cls_ctc_weight == 0.3
+    with pytest.raises(ValueError, match="demo cls_ctc_weight"):
+        DemoPlan.make(tmp_path, quick=False, cls_ctc_weight=1.5)
     assert not (tmp_path / "demo").exists()

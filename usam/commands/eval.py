@@ -41,6 +41,10 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
                    "'rank' scores every label of the set as the answer and takes the best (joint with the CTC head "
                    "at --ctc-weight when cls is among --ctc-tasks), so every answer is a label. The label set is the "
                    "benchmark's `labels` option, else the distinct references of its cls items")
+    g.add_argument("--cls-ctc-weight", type=float, default=None,
+                   help="with --cls-mode rank and cls among --ctc-tasks: the CTC weight of the ranked labels, in "
+                   "[0, 1] (default: --ctc-weight). Choose it on validation clips (scripts/rank_weights.py, "
+                   "scripts/pick_rank_weight.py), not on the test set")
     g.add_argument("--device", default=None,
                    help="torch device (default: cuda:LOCAL_RANK when a GPU is present, else cpu)")
     g.add_argument("--workers", type=int, default=None,
@@ -82,6 +86,7 @@ def settings_from_args(args):
                               max_audio_seconds=args.max_audio_seconds, max_batch_size=args.batch_size,
                               max_new_tokens=args.max_new_tokens, ctc_weight=args.ctc_weight,
                               ctc_candidates=args.ctc_candidates, cls_mode=args.cls_mode,
+                              cls_ctc_weight=args.cls_ctc_weight,
                               ctc_tasks=tuple(t.strip() for t in args.ctc_tasks.split(",") if t.strip()))
 
 

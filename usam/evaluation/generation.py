@@ -32,6 +32,10 @@ class GenerationSettings:
     # set as the answer (model.score_answers, joint with the CTC head when cls is one of ctc_tasks) and takes the
     # best, so every answer is a label
     cls_mode: str = "generate"
+    # the CTC weight of ranked labels (cls_mode "rank", cls among ctc_tasks); None: ctc_weight. Ranking scores
+    # whole answers of a closed set, so its best weight need not be the transcripts' (choose it on validation
+    # clips: scripts/rank_weights.py, scripts/pick_rank_weight.py)
+    cls_ctc_weight: float | None = None
 
     def __post_init__(self):
         if self.num_beams < 1:
@@ -44,6 +48,8 @@ class GenerationSettings:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if not 0.0 <= self.ctc_weight <= 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1], got {self.ctc_weight}")
+        if self.cls_ctc_weight is not None and not 0.0 <= self.cls_ctc_weight <= 1.0:
+            raise ValueError(f"cls_ctc_weight must be in [0, 1] or None, got {self.cls_ctc_weight}")
         if self.ctc_candidates < 1:
             raise ValueError(f"ctc_candidates must be >= 1, got {self.ctc_candidates}")
         if self.cls_mode not in CLS_MODES:
@@ -55,7 +61,9 @@ class GenerationSettings:
         return task == "cls" and self.cls_mode == "rank"
 
     def rank_ctc_weight(self, task: str) -> float:
-        return self.ctc_weight if task in self.ctc_tasks else 0.0
+        if task not in self.ctc_tasks:
+            return 0.0
+        return self.ctc_weight if self.cls_ctc_weight is None else self.cls_ctc_weight
 
     def generate_kwargs(self) -> dict:
         kwargs = {"do_sample": self.do_sample, "num_beams": self.num_beams}
