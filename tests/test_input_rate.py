@@ -129,3 +129,14 @@ def test_chat_and_server_decode_clips_at_the_model_rate(tmp_path):
 
     decoded = _decode_audio(base64.b64encode(path.read_bytes()).decode(), "messages[0]", 60.0, 24000)
     assert len(decoded) == 24000
+
+
+def test_the_processor_refuses_audio_said_to_be_at_another_rate():
+    model, processor = make_tiny_model()
+    wave = np.zeros(24000, dtype=np.float32)
+    with pytest.raises(ValueError, match="at 16000 Hz but this model reads 24000 Hz"):
+        processor([wave], ["Describe."], sampling_rate=16000)
+    with pytest.raises(ValueError, match="sampling_rate"):
+        processor.apply_chat([[{"role": "user", "content": [{"type": "audio", "audio": wave}]}]], sampling_rate=16000)
+    batch = processor([wave], ["Describe."], sampling_rate=24000)
+    assert batch["audio_lengths"].tolist() == [24000]

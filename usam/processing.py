@@ -200,9 +200,20 @@ class USAMProcessor:
             batch["tasks"] = list(tasks)
         return batch
 
-    def __call__(self, audios, instructions, answers=None, tasks=None, padding_side: str | None = None) -> BatchFeature:
+    def check_sampling_rate(self, sampling_rate: int | None) -> None:
+        """Refuse arrays said to be at another rate than the model's input rate (a 16 kHz clip read as 24 kHz
+        would be heard 1.5x fast and its tokens miscounted). None: the caller vouches for the rate."""
+        if sampling_rate is not None and int(sampling_rate) != self.sampling_rate:
+            raise ValueError(f"sampling_rate: the audio is at {sampling_rate} Hz but this model reads "
+                             f"{self.sampling_rate} Hz; resample it first, e.g. usam.chat.load_clip(path_or_array, "
+                             f"rate=processor.sampling_rate) or load_clip((rate, array), rate=processor.sampling_rate)")
+
+    def __call__(self, audios, instructions, answers=None, tasks=None, padding_side: str | None = None,
+                 sampling_rate: int | None = None) -> BatchFeature:
         """One clip and one instruction per sample; answers given -> a training batch (right padding, labels),
-        else a generation batch (left padding, ends with the assistant prompt)."""
+        else a generation batch (left padding, ends with the assistant prompt). `sampling_rate`: the rate of
+        `audios`, checked against the model's (`self.sampling_rate`) when given."""
+        self.check_sampling_rate(sampling_rate)
         if len(audios) != len(instructions) or (answers is not None and len(answers) != len(audios)):
             raise ValueError("audios, instructions and answers must have the same length")
         conversations = []
@@ -215,8 +226,10 @@ class USAMProcessor:
         return self.apply_chat(conversations, add_generation_prompt=answers is None, padding_side=side, tasks=tasks)
 
     def apply_chat(self, conversations: list[list[dict]], add_generation_prompt: bool = True,
-                   padding_side: str = "left", tasks=None) -> BatchFeature:
-        """Several (multi-turn, multi-clip) chats -> one batch. See docs/model_api.md for the message format."""
+                   padding_side: str = "left", tasks=None, sampling_rate: int | None = None) -> BatchFeature:
+        """Several (multi-turn, multi-clip) chats -> one batch. See docs/model_api.md for the message format.
+        `sampling_rate`: as in `__call__`."""
+        self.check_sampling_rate(sampling_rate)
         encoded, clips = [], []
         for conversation in conversations:
             e, c = self.encode_conversation(conversation, add_generation_prompt)
