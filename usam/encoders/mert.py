@@ -22,7 +22,7 @@ from torch import nn
 from transformers import HubertConfig, HubertModel
 
 from usam.config import SAMPLE_RATE, MERTSettings
-from usam.encoders.base import AudioEncoder, EncoderOutput, resample_clips
+from usam.encoders.base import AudioEncoder, EncoderOutput
 from usam.loading import load_state_dict, load_strict, resolve_path
 from usam.precision import param_dtype
 
@@ -147,14 +147,12 @@ class MERTAudioEncoder(AudioEncoder):
             samples = torch.div(samples - kernel, stride, rounding_mode="floor") + 1
         return samples.clamp(min=1)
 
-    def _resample(self, audio: torch.Tensor, lengths: torch.Tensor):
+    def _model_input(self, audio: torch.Tensor, lengths: torch.Tensor):
         """(B, n) at `input_rate` -> (B, m) at `sample_rate` (each clip over its own valid region, see
         `resample_clips`; a no-op when the rates agree), normalised to zero mean and unit variance over its valid
         samples, zero after them, and zero-padded to at least the receptive field. In fp32."""
-        if self.input_rate == self.sample_rate:
-            wave, new_lengths = audio.float(), lengths
-        else:
-            wave, new_lengths = resample_clips(audio, lengths, self.input_rate, self.sample_rate)
+        wave, new_lengths = self.to_native_rate(audio, lengths)
+        wave = wave.float()
         valid = (torch.arange(wave.shape[1], device=wave.device)[None, :] < new_lengths[:, None]).float()
         count = valid.sum(1, keepdim=True).clamp(min=1)
         mean = (wave * valid).sum(1, keepdim=True) / count
@@ -185,7 +183,7 @@ class MERTAudioEncoder(AudioEncoder):
             self.group_norm.frames = None
 
     def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
-        wave, wave_lengths = self._resample(audio, lengths)
+        wave, wave_lengths = self._model_input(audio, lengths)
         states = torch.stack(self._hidden_states(wave, wave_lengths))  # (S, B, T, D)
         if self.layer_weights is None:
             features = states[-1]

@@ -29,11 +29,11 @@ from typing import Sequence
 import numpy as np
 
 from usam.errors import DataError
-from usam.tasks import EVAL_DTYPES
 from usam.evaluation.generation import BatchGenerator, GenerationSettings
 from usam.evaluation.registry import MIXED, PER_TASK, Benchmark
 from usam.evaluation.sharding import (DistContext, barrier, close_distributed, init_distributed, merge_shards,
                                       raise_if_any_failed, write_jsonl, write_shard)
+from usam.tasks import EVAL_DTYPES
 
 logger = logging.getLogger("usam.evaluation")
 
@@ -350,6 +350,8 @@ def evaluate(model_dir: str | Path, benchmark: Benchmark | None, out_dir: str | 
     from usam.data import fill_durations, read_manifest
 
     settings = settings or GenerationSettings()
+    if dtype not in EVAL_DTYPES:  # before any model is loaded
+        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(EVAL_DTYPES)}")
     started = time.time()
     if benchmark is not None:
         if manifest is None:
