@@ -238,6 +238,37 @@ class USAMProcessor:
         with_labels = any(any(e["label"]) for e in encoded)
         return self._collate(encoded, clips, padding_side, with_labels, tasks)
 
+    def estimate_lengths(self, entries) -> list[int]:
+        """An upper bound on the tokens of each manifest entry's training sample (audio placeholders, chat template,
+        instruction and the longest reference), for batches capped in tokens (data.max_tokens). Texts are
+        tokenized alone, in one batched call per kind; a sample without its own instruction is counted with the
+        longest of its task's training phrasings; 2 tokens per text allow for merges at their edges."""
+        from usam.tasks import LANGUAGE_NAMES, TRAIN_INSTRUCTIONS
+
+        entries = list(entries)
+        if not entries:
+            return []
+        rate = self.sampling_rate
+        probe = np.zeros(rate // 10, dtype=np.float32)
+        empty, _ = self.encode_conversation(
+            [{"role": "user", "content": [{"type": "audio", "audio": probe}, {"type": "text", "text": ""}]},
+             {"role": "assistant", "content": "", "_answer": True}], add_generation_prompt=False)
+        template = len(empty["ids"]) - self.config.num_audio_tokens(len(probe))
+
+        def count(texts: list[str]) -> list[int]:
+            if not texts:
+                return []
+            return [len(ids) + 2 for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+        longest_phrasing = {task: max(count([p.format(lang=max(LANGUAGE_NAMES.values(), key=len), question="")
+                                              for p in phrasings]))
+                            for task, phrasings in TRAIN_INSTRUCTIONS.items()}
+        answers = count([max(e.text, key=len) if e.text else "" for e in entries])
+        own = [i for i, e in enumerate(entries) if e.instruction]
+        own_counts = dict(zip(own, count([entries[i].instruction for i in own])))
+        return [self.config.num_audio_tokens(int(round(e.duration * rate))) + template + answers[i]
+                + own_counts.get(i, longest_phrasing.get(e.task, 0)) for i, e in enumerate(entries)]
+
     def answer_token_ids(self, text: str) -> list[int]:
         """The tokens a training sample labels for the answer `text`, up to and including the end-of-turn token
         that closes it (what the model learned to write; closed-set scoring scores exactly these)."""

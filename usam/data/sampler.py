@@ -164,19 +164,24 @@ def _split_to_multiple(batches: list[list[int]], multiple: int) -> list[list[int
 
 
 class DurationBucketSampler(_ShardedBatchSampler):
-    """Batches of clips of similar duration, capped in padded audio seconds.
+    """Batches of clips of similar duration, capped in padded audio seconds (and, optionally, padded tokens).
 
     durations: seconds per dataset index (None not allowed: fill them from headers first).
     max_audio_seconds: cap on len(batch) * longest clip in the batch (the padded audio of the batch).
     max_samples: cap on len(batch) (None = no cap).
     sort_chunk: None sorts the whole (shuffled) epoch by duration, ties broken by the shuffle; an integer
     sorts within consecutive chunks of that many shuffled clips (more varied batches, a little more padding).
-    A single clip longer than the cap gets a batch of its own (filter those with max_seconds beforehand).
+    lengths, max_tokens: each item's sequence length in tokens and a cap on len(batch) * the longest of them
+    (the LLM's padded tokens, what its step time follows). Given, items are sorted by length instead of duration:
+    where answers differ in length across tasks (a caption against a class label) the audio seconds alone leave
+    micro-batches of very different token counts, and the ranks wait for the largest.
+    A single clip over a cap gets a batch of its own (filter those with max_seconds beforehand).
     """
 
     def __init__(self, durations, max_audio_seconds: float, max_samples: int | None = None, seed: int = 0,
                  shuffle: bool = True, drop_last: bool = False, num_replicas: int | None = None,
-                 rank: int | None = None, sort_chunk: int | None = None):
+                 rank: int | None = None, sort_chunk: int | None = None, lengths=None,
+                 max_tokens: int | None = None):
         durations = list(durations)
         missing = [i for i, d in enumerate(durations) if d is None]
         if missing:
@@ -191,6 +196,13 @@ class DurationBucketSampler(_ShardedBatchSampler):
             raise ValueError(f"max_samples must be >= 1, got {max_samples}")
         if sort_chunk is not None and sort_chunk < 1:
             raise ValueError(f"sort_chunk must be >= 1, got {sort_chunk}")
+        if max_tokens is not None:
+            if max_tokens < 1:
+                raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+            if lengths is None or len(lengths) != len(durations):
+                raise ValueError("max_tokens needs lengths: one token count per item")
+        self.lengths = None if max_tokens is None else np.asarray(lengths, dtype=np.int64)
+        self.max_tokens = max_tokens
         self.max_audio_seconds = float(max_audio_seconds)
         self.max_samples = max_samples
         self.sort_chunk = sort_chunk
@@ -202,26 +214,31 @@ class DurationBucketSampler(_ShardedBatchSampler):
 
     def _order(self, rng: np.random.Generator) -> np.ndarray:
         n = self.num_samples
+        key = self.durations if self.lengths is None else self.lengths
         if not self.shuffle:
-            return np.argsort(self.durations, kind="stable")
+            return np.argsort(key, kind="stable")
         perm = rng.permutation(n)
         chunk = n if self.sort_chunk is None else self.sort_chunk
         parts = [perm[i:i + chunk] for i in range(0, n, chunk)]
-        return np.concatenate([p[np.argsort(self.durations[p], kind="stable")] for p in parts]) if parts else perm
+        return np.concatenate([p[np.argsort(key[p], kind="stable")] for p in parts]) if parts else perm
 
     def _make_batches(self, rng: np.random.Generator) -> list[list[int]]:
         cap, max_n = self.max_audio_seconds, self.max_samples or math.inf
+        token_cap = self.max_tokens or math.inf
         batches: list[list[int]] = []
         current: list[int] = []
-        longest = 0.0
+        longest = longest_tokens = 0.0
         for i in self._order(rng).tolist():
             d = self.durations[i]
             top = max(longest, d)
-            if current and ((len(current) + 1) * top > cap or len(current) + 1 > max_n):
+            top_tokens = max(longest_tokens, self.lengths[i]) if self.lengths is not None else 0
+            if current and ((len(current) + 1) * top > cap or len(current) + 1 > max_n
+                            or (len(current) + 1) * top_tokens > token_cap):
                 batches.append(current)
                 current, top = [], d
+                top_tokens = self.lengths[i] if self.lengths is not None else 0
             current.append(i)
-            longest = top
+            longest, longest_tokens = top, top_tokens
         if current:
             batches.append(current)
         return batches

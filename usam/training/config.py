@@ -64,6 +64,10 @@ class DataSettings:
     bucketing: bool = True           # DurationBucketSampler (True) or FixedSizeBatchSampler (False)
     max_audio_seconds: float = 120.0  # bucket cap: padded audio seconds per micro-batch
     max_samples: int | None = 16     # cap on samples per bucketed micro-batch
+    # cap on a bucketed micro-batch's padded LLM tokens (samples x longest estimated sequence); null: none. Items
+    # are then sorted by their token estimate (USAMProcessor.estimate_lengths), so micro-batches hold about the
+    # same tokens whatever the tasks' answer lengths, and ranks stop waiting for the largest
+    max_tokens: int | None = None
     # Bucketing sorts by duration within chunks of this many shuffled clips (None: the whole epoch, which makes
     # most micro-batches single-task when tasks differ in clip length; scripts/sampler_mix.py measures both)
     sort_chunk: int | None = None
@@ -154,6 +158,8 @@ class TrainConfig:
         if self.zero3_frozen not in ("whole", "partitioned"):
             raise ValueError(f"train config: field 'zero3_frozen': {self.zero3_frozen!r} is not one of whole, "
                              "partitioned")
+        if self.data.max_tokens is not None and self.data.max_tokens < 1:
+            raise ValueError(f"train config: field 'data.max_tokens': must be >= 1 or null, got {self.data.max_tokens}")
         if self.data.sort_chunk is not None and self.data.sort_chunk < 1:
             raise ValueError(f"train config: field 'data.sort_chunk': must be >= 1 or null, got {self.data.sort_chunk}")
 

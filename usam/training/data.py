@@ -34,9 +34,15 @@ class TrainData:
     """The epoch lists of the training mixture (`usam.data.MixedManifest`): each source is split by task so
     that `task_weights` multiply into the per-dataset weights."""
 
-    def __init__(self, cfg, processor_collate, rank: int, world: int, sample_rate: int | None = None):
+    def __init__(self, cfg, processor_collate, rank: int, world: int, sample_rate: int | None = None,
+                 processor=None):
+        """`processor` (USAMProcessor) estimates each sample's tokens when data.max_tokens caps the batches."""
+        if cfg.data.max_tokens is not None and processor is None:
+            raise ValueError("data.max_tokens needs the processor to estimate each sample's tokens")
         self.cfg = cfg
         self.collate = processor_collate
+        self.processor = processor
+        self._lengths: dict[tuple, int] = {}  # (manifest, key) -> estimated tokens (data.max_tokens)
         # clips are decoded at the model's input rate (None: the rate of the config's model)
         self.sample_rate = sample_rate or cfg.model_config().input_sample_rate
         self.rank, self.world = rank, world
@@ -61,12 +67,20 @@ class TrainData:
         if d.bucketing:
             s = DurationBucketSampler([e.duration for e in entries], d.max_audio_seconds, d.max_samples,
                                       seed=self.cfg.seed, num_replicas=self.world, rank=self.rank,
-                                      sort_chunk=d.sort_chunk)
+                                      sort_chunk=d.sort_chunk, max_tokens=d.max_tokens,
+                                      lengths=self.lengths(entries) if d.max_tokens else None)
         else:
             s = FixedSizeBatchSampler(len(entries), d.batch_size, seed=self.cfg.seed, num_replicas=self.world,
                                       rank=self.rank)
         s.set_epoch(epoch)
         return s
+
+    def lengths(self, entries) -> list[int]:
+        """Estimated training-sample tokens of each entry (estimated once per entry)."""
+        todo = {(e.source, e.key): e for e in entries if (e.source, e.key) not in self._lengths}
+        if todo:
+            self._lengths.update(zip(todo, self.processor.estimate_lengths(list(todo.values()))))
+        return [self._lengths[(e.source, e.key)] for e in entries]
 
     def batches_per_epoch(self, epoch: int) -> int:
         if epoch not in self._batches_per_epoch:

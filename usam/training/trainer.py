@@ -261,7 +261,7 @@ class Trainer:
         self.cache = FeatureCacheReader(cfg.data.cache_dir, self.model) if cfg.data.cache_dir else None
         self.collator = Collator(self.processor, self.cache)
         self.reading = build_reading(cfg, self.processor.tokenizer)
-        self.data = TrainData(cfg, self.collator, self.rank, self.world, self.processor.sampling_rate)
+        self.data = TrainData(cfg, self.collator, self.rank, self.world, self.processor.sampling_rate, self.processor)
         self.steps = total_steps(cfg, self.data)
         self.engine, self.optimizer, self.scheduler, self.ds_config = build_engine(self.model, cfg, self.steps,
                                                                                    self.world)
