@@ -57,6 +57,9 @@ def close_distributed(ctx: DistContext) -> None:
     import torch.distributed as dist
 
     if ctx.owns_group and dist.is_initialized():
+        # every rank reaches the teardown before any tears its connections down: a rank whose peer had already
+        # exited could abort in gloo's teardown (std::terminate), about one 2-rank run in three here
+        dist.barrier()
         dist.destroy_process_group()
 
 
