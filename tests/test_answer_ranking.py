@@ -196,8 +196,10 @@ def test_pick_rank_weight_chooses_on_validation_and_reports_the_tests(tmp_path):
         path.write_text(json.dumps({"accuracy": accuracy}))
         return str(path)
 
-    valid = [write("v0.json", {"0": 80.0, "0.5": 90.0, "1": 90.0}), write("v1.json", {"0": 70.0, "0.5": 96.0, "1": 96.0})]
-    test = [write("t0.json", {"0": 50.0, "0.5": 81.0, "1": 99.0}), write("t1.json", {"0": 60.0, "0.5": 85.5, "1": 98.0})]
+    valid = [write("v0.json", {"0": 80.0, "0.5": 90.0, "1": 90.0}),
+             write("v1.json", {"0": 70.0, "0.5": 96.0, "1": 96.0})]
+    test = [write("t0.json", {"0": 50.0, "0.5": 81.0, "1": 99.0}),
+            write("t1.json", {"0": 60.0, "0.5": 85.5, "1": 98.0})]
     out = tmp_path / "pick.json"
     assert module.main(["--valid", *valid, "--test", f"held-out={','.join(test)}", "--out", str(out)]) == 0
     report = json.loads(out.read_text())

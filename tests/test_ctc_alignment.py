@@ -94,7 +94,8 @@ def test_ctc_only_on_the_configured_tasks_and_batch_independent():
     with torch.no_grad():
         mixed = model(**_batch(processor, ["asr", "aac"]))
         nothing = model(**_batch(processor, ["aac", "aac"]))
-        single = model(**processor([tone(1.5, sr=processor.sampling_rate)], ["Transcribe the speech."], ["a b c"], tasks=["asr"]))
+        single = model(**processor([tone(1.5, sr=processor.sampling_rate)], ["Transcribe the speech."], ["a b c"],
+                                   tasks=["asr"]))
     assert float(nothing.ctc_loss) == 0.0
     torch.testing.assert_close(mixed.ctc_loss, single.ctc_loss, rtol=1e-4, atol=1e-5)  # the aac row is not scored
     torch.testing.assert_close(mixed.loss - mixed.ce_loss - 0.5 * mixed.sacl_loss - 0.01 * mixed.balance_loss,

@@ -28,7 +28,7 @@ def _mert_input(model, batch) -> np.ndarray:
     return seen[0][0].float().numpy()
 
 
-def _train_batch(tmp_path, model, processor, wav: np.ndarray, rate: int, input_rate: int | None = None):
+def _train_batch(tmp_path, model, processor, wav: np.ndarray, rate: int, pass_processor: bool = False):
     """One clip through the training data path (manifest -> TrainData's dataset -> Collator)."""
     from usam.training.collate import Collator
     from usam.training.data import TrainData
@@ -40,7 +40,8 @@ def _train_batch(tmp_path, model, processor, wav: np.ndarray, rate: int, input_r
     manifest.write_text(json.dumps({"key": "k0", "audio": str(tmp_path / "tone.wav"), "task": "mc",
                                     "text": "a high tone", "duration": len(wav) / rate}) + "\n")
     cfg = tiny_train_config(tmp_path / "run", manifest)
-    data = TrainData(cfg, Collator(processor), rank=0, world=1, sample_rate=input_rate)  # None: the config's
+    # without a processor, TrainData decodes at the rate of the config's model (the tiny one: 24 kHz)
+    data = TrainData(cfg, Collator(processor), rank=0, world=1, processor=processor if pass_processor else None)
     return data.collate([data.dataset(0)[0]]).batch
 
 
@@ -72,7 +73,7 @@ def test_a_10_khz_tone_reaches_mert_through_the_training_data_path(tmp_path):
     # the same path with the old 16 kHz input: the tone is gone before MERT (what is left is the resamplers'
     # residue, scaled up by MERT's per-clip normalisation)
     old, old_processor = make_tiny_model(**{"align.input_sample_rate": 16000})
-    batch = _train_batch(tmp_path / "old", old, old_processor, wav, rate, input_rate=16000)
+    batch = _train_batch(tmp_path / "old", old, old_processor, wav, rate, pass_processor=True)
     assert batch["audio_lengths"].tolist() == [16000]
     assert _band_energy_above(_mert_input(old, batch)[:24000], 24000, 9900, 10100) < 0.05  # measured 0.005
 

@@ -3,8 +3,8 @@ MoE projector routed the audio of the last answer (mean routing weight per exper
 
     demo = build_demo(model, processor); demo.launch(server_name="127.0.0.1")   # or: usam web MODEL_DIR
 
-The page keeps each browser session's conversation in a gr.State (clips as arrays at the model's input rate); the model is shared
-and answers one question at a time.
+The page keeps each browser session's conversation in a gr.State (clips as arrays at the model's input rate); the
+model is shared and answers one question at a time.
 """
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 
 def _load_upload(path: str, max_seconds: float | None, rate: int):
-    """An uploaded or recorded file -> a clip at `rate` (the model's input rate). libsndfile reads wav, flac, ogg and mp3; other containers
-    (a browser's webm/opus or m4a recording) go through gradio's own ffmpeg-based reader when ffmpeg exists."""
+    """An uploaded or recorded file -> a clip at `rate` (the model's input rate). libsndfile reads wav, flac, ogg
+    and mp3; other containers (a browser's webm/opus or m4a recording) go through gradio's own ffmpeg-based
+    reader when ffmpeg exists."""
     import shutil
 
     from usam.chat import load_clip

@@ -54,7 +54,8 @@ def _attach(chat, path: str, out) -> bool:
     except (DataError, ValueError) as err:
         out.write(f"error: {err}\n")
         return False
-    out.write(f"[attached {path}: {len(clip) / chat.sampling_rate:.2f} s; clips in the conversation: {chat.num_clips}]\n")
+    out.write(f"[attached {path}: {len(clip) / chat.sampling_rate:.2f} s; "
+              f"clips in the conversation: {chat.num_clips}]\n")
     return True
 
 

@@ -165,9 +165,7 @@ def eval_dtype(model, name: str = "auto"):
 
     from usam.precision import param_dtype
 
-    if name not in EVAL_DTYPES:
-        raise ValueError(f"dtype {name!r} is not one of {', '.join(EVAL_DTYPES)}")
-    return param_dtype(model.llm) if name == "auto" else getattr(torch, name)
+    return param_dtype(model.llm) if name == "auto" else getattr(torch, name)  # `name` checked by `evaluate`
 
 
 def default_workers(device) -> int:

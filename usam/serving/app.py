@@ -116,7 +116,8 @@ async def _send_error(send, err: APIError) -> None:
 
 # -- request -> conversation -------------------------------------------------------------------------------------
 def _decode_audio(data: str, param: str, max_seconds: float, rate: int):
-    """base64 -> bytes -> float32 at `rate`, the model's input rate (usam.data.audio). Only bytes reach the decoder, never a path."""
+    """base64 -> bytes -> float32 at `rate`, the model's input rate (usam.data.audio). Only bytes reach the
+    decoder, never a path."""
     from usam.data.audio import load_audio
     from usam.errors import DataError
 

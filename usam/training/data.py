@@ -34,17 +34,16 @@ class TrainData:
     """The epoch lists of the training mixture (`usam.data.MixedManifest`): each source is split by task so
     that `task_weights` multiply into the per-dataset weights."""
 
-    def __init__(self, cfg, processor_collate, rank: int, world: int, sample_rate: int | None = None,
-                 processor=None):
-        """`processor` (USAMProcessor) estimates each sample's tokens when data.max_tokens caps the batches."""
+    def __init__(self, cfg, processor_collate, rank: int, world: int, processor=None):
+        """`processor` (USAMProcessor): its rate is the one clips are decoded at (without one, the rate of the
+        config's model), and it estimates each sample's tokens when data.max_tokens caps the batches."""
         if cfg.data.max_tokens is not None and processor is None:
             raise ValueError("data.max_tokens needs the processor to estimate each sample's tokens")
         self.cfg = cfg
         self.collate = processor_collate
         self.processor = processor
         self._lengths: dict[tuple, int] = {}  # (manifest, key) -> estimated tokens (data.max_tokens)
-        # clips are decoded at the model's input rate (None: the rate of the config's model)
-        self.sample_rate = sample_rate or cfg.model_config().input_sample_rate
+        self.sample_rate = processor.sampling_rate if processor is not None else cfg.model_config().input_sample_rate
         self.rank, self.world = rank, world
         sources = []
         self.manifest_problems: Counter = Counter()

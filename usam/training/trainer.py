@@ -132,11 +132,13 @@ def build_reading(cfg: TrainConfig, tokenizer):
     return ReadingPractice(tokenizer, sentences, settings.error_rate, settings.smoothing, settings.top_k, cfg.seed)
 
 
-def build_engine(model, cfg: TrainConfig, steps: int, world: int):
+def build_engine(model, cfg: TrainConfig, steps: int, world: int, ds_config: dict | None = None):
+    """`ds_config`: the filled DeepSpeed config when the caller has read it already (load_deepspeed_config)."""
     import deepspeed
     from transformers import get_cosine_schedule_with_warmup
 
-    ds_config = load_deepspeed_config(cfg, world, torch.cuda.is_available())
+    if ds_config is None:
+        ds_config = load_deepspeed_config(cfg, world, torch.cuda.is_available())
     params = [p for _, p in model.trainable_parameters()]
     if not params:
         raise ValueError("the model has no trainable parameter for this stage")
@@ -250,8 +252,8 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
         self.config_text = _yaml(cfg.to_dict())
         seed_everything(cfg.seed)  # same seed on every rank: the randomly initialised parts must agree
-        zero_stage = load_deepspeed_config(cfg, self.world, torch.cuda.is_available()).get(
-            "zero_optimization", {}).get("stage", 0)
+        ds_config = load_deepspeed_config(cfg, self.world, torch.cuda.is_available())
+        zero_stage = ds_config.get("zero_optimization", {}).get("stage", 0)
         self.model = build_model(cfg, llm_load_device(cfg, zero_stage, torch.cuda.is_available(),
                                                       dist_utils.local_rank()))
         restart = resolve_resume(self.resume_weights, self.out) if self.resume_weights is not None else None
@@ -261,10 +263,10 @@ class Trainer:
         self.cache = FeatureCacheReader(cfg.data.cache_dir, self.model) if cfg.data.cache_dir else None
         self.collator = Collator(self.processor, self.cache)
         self.reading = build_reading(cfg, self.processor.tokenizer)
-        self.data = TrainData(cfg, self.collator, self.rank, self.world, self.processor.sampling_rate, self.processor)
+        self.data = TrainData(cfg, self.collator, self.rank, self.world, processor=self.processor)
         self.steps = total_steps(cfg, self.data)
         self.engine, self.optimizer, self.scheduler, self.ds_config = build_engine(self.model, cfg, self.steps,
-                                                                                   self.world)
+                                                                                   self.world, ds_config)
         save_only_trainable(self.engine, self.model)
         self.zero_stage = self.ds_config.get("zero_optimization", {}).get("stage", 0)
         self.device = self.engine.device
@@ -549,7 +551,8 @@ class Trainer:
             return None
         engine = self.engine
         engine.eval()
-        dataset = TrainItems(AudioDataset(self.valid, strict=False, target_sr=self.processor.sampling_rate), seed=self.cfg.seed, epoch=0, train=False)
+        dataset = TrainItems(AudioDataset(self.valid, strict=False, target_sr=self.processor.sampling_rate),
+                             seed=self.cfg.seed, epoch=0, train=False)
         batches = valid_batches(len(self.valid), self.cfg.data.valid_batch_size, self.world)
         collate = Collator(self.processor, self.cache)
         tasks = sorted({e.task for e in self.valid})
