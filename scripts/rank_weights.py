@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 
 def main(argv=None) -> int:
@@ -27,8 +26,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from usam import USAMModel, USAMProcessor
-    from usam.data import AudioDataset, read_manifest
-    from usam.tasks import EVAL_INSTRUCTIONS
+    from usam.data import read_manifest
+    from usam.evaluation.calibration import label_scores
 
     model = USAMModel.from_pretrained(args.model).eval()
     processor = USAMProcessor.from_pretrained(args.model)
@@ -37,16 +36,8 @@ def main(argv=None) -> int:
         print(f"{args.manifest}: no cls items", file=sys.stderr)
         return 2
     labels = sorted({e.text[0] for e in entries})
-    answers = [processor.answer_token_ids(label) for label in labels]
-    dataset = AudioDataset(entries, strict=True, target_sr=processor.sampling_rate)
-    llm, ctc = [], []
-    with torch.no_grad():
-        for start in tqdm(range(0, len(entries), args.batch_size), desc="scoring", unit="batch"):
-            clips = [dataset[i].audio for i in range(start, min(start + args.batch_size, len(entries)))]
-            batch = processor(clips, [EVAL_INSTRUCTIONS["cls"]] * len(clips))
-            llm.append(model.score_answers(**batch, answers=answers, ctc_weight=0.0))
-            ctc.append(model.score_answers(**batch, answers=answers, ctc_weight=1.0))
-    llm, ctc = torch.cat(llm), torch.cat(ctc)
+    llm = label_scores(model, processor, entries, labels, 0.0, args.batch_size)
+    ctc = label_scores(model, processor, entries, labels, 1.0, args.batch_size)
     truth = torch.tensor([labels.index(e.text[0]) for e in entries])
     accuracy = {}
     for w in args.weights:

@@ -30,6 +30,12 @@ def test_demo_quick_end_to_end(tmp_path):
     timbre = json.loads((out / "eval_timbre" / "metrics.json").read_text())
     assert timbre["generation"]["cls_mode"] == "rank" and timbre["metrics"]["cls"]["unmapped_rate"] == 0
     assert timbre["generation"]["cls_ctc_weight"] == 0.8
+    # ... plus the per-label biases fitted after training on fresh in-domain clips at that weight
+    calibration = summary["label_calibration"]
+    assert calibration["ctc_weight"] == 0.8 and calibration["clips"] == 6
+    assert json.loads((out / "stage2/final/label_calibration.json").read_text())["ctc_weight"] == 0.8
+    assert timbre["generation"]["label_bias"] == calibration["bias"] and len(calibration["bias"]) >= 2
+    assert summary["timings_s"]["label_calibration"] > 0
     assert {"asr_wer", "asr_llm_wer"} <= set(figures["real"]) and "asr_llm_wer" in figures["general"]
     alone = json.loads((out / "eval_general_llm_alone" / "metrics.json").read_text())
     assert alone["generation"]["ctc_weight"] == 0.0 and alone["metrics"]["asr"]["n"] == 4

@@ -25,6 +25,9 @@ from usam.training.config import REPO_ROOT
 logger = logging.getLogger("usam.demo")
 DEMO_MODEL = REPO_ROOT / "configs/model/demo.yaml"
 SYNTH_CONFIG = REPO_ROOT / "configs/synth/demo.yaml"
+# Fresh in-domain classification clips (about 10 per sound class and instrument) on which the ranked labels' biases
+# are fitted after training (usam/evaluation/calibration.py); their corpus seed is the config's plus the run's
+CALIBRATION_SYNTH_CONFIG = REPO_ROOT / "configs/synth/demo_calibration.yaml"
 # (run folder, training YAML): each stage starts from the previous one's weights. The alignment stage takes the
 # place of a stage 1 through the frozen LLM: its steps cost a tenth as much (docs/demo.md)
 STAGES = (("align", "demo_align.yaml"), ("stage2", "demo_stage2.yaml"))
@@ -78,12 +81,14 @@ class DemoPlan:
     ctc_tasks: tuple = DEMO_CTC_TASKS
     cls_mode: str = DEMO_CLS_MODE  # "rank": the best label of the set; "generate": a generated answer, mapped
     cls_ctc_weight: float = DEMO_CLS_CTC_WEIGHT  # the CTC weight of ranked labels
+    # ranked labels: per-label biases fitted on fresh in-domain clips after training (calibrate_labels)
+    label_calibration: bool = True
     timings: dict = field(default_factory=dict)
 
     @classmethod
     def make(cls, out, quick, minutes=None, hours=None, seed=0, jobs=None, model_yaml=None,
              eval_points=2, steps=None, seeds=1, settings=None, ctc_weight=None, cls_mode=None,
-             cls_ctc_weight=None) -> "DemoPlan":
+             cls_ctc_weight=None, label_calibration=True) -> "DemoPlan":
         """steps: ["stage=N", ...] overriding the recipe's (or --quick's) steps of those stages. cls_ctc_weight None:
         DEMO_CLS_CTC_WEIGHT, or 0 when ctc_weight is 0 (the LLM alone throughout)."""
         ctc_weight = DEMO_CTC_WEIGHT if ctc_weight is None else ctc_weight
@@ -108,7 +113,13 @@ class DemoPlan:
         return cls(Path(out), quick=quick, hours=hours or (0.03 if quick else None), minutes=minutes, seed=seed,
                    seeds=seeds, jobs=jobs, eval_limit=4 if quick else None, model_yaml=Path(model_yaml or DEMO_MODEL),
                    eval_points=eval_points, steps=steps, settings=parse_settings(settings or []),
-                   ctc_weight=ctc_weight, cls_mode=cls_mode, cls_ctc_weight=cls_ctc_weight)
+                   ctc_weight=ctc_weight, cls_mode=cls_mode, cls_ctc_weight=cls_ctc_weight,
+                   label_calibration=label_calibration)
+
+    @property
+    def rank_weight(self) -> float:
+        """The CTC weight the evaluation ranks labels at (GenerationSettings.rank_ctc_weight of cls)."""
+        return self.cls_ctc_weight if "cls" in self.ctc_tasks else 0.0
 
 
 def parse_settings(items: list[str]) -> dict[str, dict]:
@@ -401,8 +412,44 @@ def eval_dir(plan: DemoPlan, split: str) -> Path:
     return plan.out / ("eval" if split == "test" else f"eval_{split}")
 
 
+def calibrate_labels(plan: DemoPlan, model_dir: Path) -> dict | None:
+    """With ranked classification: fit the per-label biases on fresh in-domain clips of every sound class and
+    instrument (CALIBRATION_SYNTH_CONFIG, never trained or tested on) at the evaluation's ranking weight, into
+    model_dir/label_calibration.json, which evaluate_test applies. A seed's model favours one of two similar
+    classes on every clip (beep against chirp), another seed's the other; the biases remove that prior
+    (docs/demo.md, label calibration). Returns its summary; None when the demo does not rank or calibrate."""
+    from usam.evaluation.calibration import CALIBRATION_FILE, LabelCalibration, calibrate
+    from usam.synth.config import load_config
+    from usam.synth.corpus import generate_corpus
+
+    if plan.cls_mode != "rank" or not plan.label_calibration:
+        return None
+    target = model_dir / CALIBRATION_FILE
+    if target.is_file():  # a finished run's own (a retrained stage rewrites its whole folder)
+        done = LabelCalibration.load(target)
+        if abs(done.ctc_weight - plan.rank_weight) < 1e-9:
+            _say(f"label calibration: {target} (reused)")
+            return _calibration_summary(done)
+    cfg = load_config(CALIBRATION_SYNTH_CONFIG)
+    if plan.quick:
+        cfg["counts"] = {"valid": {"sound": 4, "music": 2}}
+    data = plan.out / "calibration"
+    generate_corpus(data, cfg, hours=None, seed=int(cfg["seed"]) + plan.seed, jobs=plan.jobs)
+    _say(f"label calibration: fitting the ranked labels' biases on {data / 'valid.cls.jsonl'} at weight "
+         f"{plan.rank_weight:g}")
+    result = calibrate(model_dir, data / "valid.cls.jsonl", plan.rank_weight)
+    result.save(target)
+    return _calibration_summary(result)
+
+
+def _calibration_summary(result) -> dict:
+    return {"clips": result.items, "ctc_weight": result.ctc_weight, "accuracy": result.accuracy,
+            "calibrated_accuracy": result.calibrated_accuracy, "bias": result.as_bias()}
+
+
 def evaluate_test(plan: DemoPlan, model_dir: Path, data: Path) -> dict[str, dict]:
     """metrics.json content per split present in the corpus (see EVAL_SPLITS)."""
+    from usam.evaluation.calibration import resolve_label_calibration
     from usam.evaluation.generation import GenerationSettings
     from usam.evaluation.registry import load_registry
     from usam.evaluation.runner import evaluate
@@ -411,6 +458,10 @@ def evaluate_test(plan: DemoPlan, model_dir: Path, data: Path) -> dict[str, dict
     budget = 24 if plan.quick else None
     settings = GenerationSettings(max_new_tokens=budget, ctc_weight=plan.ctc_weight, ctc_tasks=plan.ctc_tasks,
                                   cls_mode=plan.cls_mode, cls_ctc_weight=plan.cls_ctc_weight)
+    if plan.cls_mode == "rank":
+        calibration = resolve_label_calibration(model_dir, "auto" if plan.label_calibration else "none",
+                                                plan.rank_weight)
+        settings.label_bias = calibration.as_bias() if calibration is not None else None
     results = {}
     for split, name in EVAL_SPLITS.items():
         manifest = data / name
@@ -615,6 +666,9 @@ def run(plan: DemoPlan) -> dict:
         clock.lap(name, t)
     final = previous
     t = time.time()
+    calibration = calibrate_labels(plan, final)
+    clock.lap("label_calibration", t)
+    t = time.time()
     results = evaluate_test(plan, final, data)
     llm_alone = evaluate_llm_alone(plan, final, data)
     clock.lap("evaluation", t)
@@ -638,6 +692,7 @@ def run(plan: DemoPlan) -> dict:
     summary = {"model": str(final), "figures": figures,
                "metrics": {split: r.get("metrics") for split, r in results.items() if r},
                "expert_usage": main.get("expert_usage"), "plots": plots, "answers": answers,
+               "label_calibration": calibration,
                "steps": steps, "step_s": step_s, "curve": curve, "timings_s": plan.timings,
                "wall_s": round(time.time() - clock.start, 1), "peak_rss_mb": peak_rss_mb()}
     (plan.out / "demo_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
@@ -775,6 +830,11 @@ def print_summary(plan: DemoPlan, summary: dict) -> None:
         for r in curve:
             print("  " + f"{r['run'] + 1:>5} {r['step']:>6} {r['minutes']:>8.1f}"
                   + "".join(f"{r[k]:>{width}.2f}" if k in r else f"{'-':>{width}}" for k in keys))
+    calibration = summary.get("label_calibration")
+    if calibration:
+        _say(f"ranked labels calibrated on {calibration['clips']} fresh in-domain clips at weight "
+             f"{calibration['ctc_weight']:g}: their accuracy {calibration['accuracy']:.1f}% -> "
+             f"{calibration['calibrated_accuracy']:.1f}% with the per-label biases")
     if summary.get("expert_usage"):
         _say("expert usage per task (mean routing weight per expert)")
         for task, weights in summary["expert_usage"].items():

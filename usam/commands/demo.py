@@ -56,6 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cls-ctc-weight", type=float, default=None,
                         help="with --cls-mode rank: the CTC weight of the ranked labels, in [0, 1] (default 0.8, "
                         "chosen on fresh in-domain validation clips over three seeds; 0 when --ctc-weight is 0)")
+    parser.add_argument("--no-label-calibration", action="store_false", dest="label_calibration",
+                        help="with --cls-mode rank: rank the labels on the model's scores alone. By default a bias per "
+                        "label is fitted after training on about 200 fresh in-domain clips of every sound class and "
+                        "instrument (configs/synth/demo_calibration.yaml; `usam calibrate`), which removes the label "
+                        "prior a seed's model learned (one of two similar classes named for every clip)")
     parser.add_argument("--eval-points", type=int, default=2,
                         help="validations per training stage, evenly spaced; each logs the loss and per-task scores "
                         "(ASR WER, accuracy, ...) of generated answers, so more points give a finer quality-against-"
@@ -74,7 +79,7 @@ def main(args: argparse.Namespace) -> int:
                              jobs=args.jobs, model_yaml=args.model_config, eval_points=args.eval_points,
                              steps=args.steps, seeds=args.seeds, settings=args.settings,
                              ctc_weight=args.ctc_weight, cls_mode=args.cls_mode,
-                             cls_ctc_weight=args.cls_ctc_weight)
+                             cls_ctc_weight=args.cls_ctc_weight, label_calibration=args.label_calibration)
     except ValueError as error:
         print(f"usam demo: error: {error}", file=sys.stderr)
         return 2

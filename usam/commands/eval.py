@@ -77,6 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-name", default=None,
                         help="the model's name in metrics.json (default: the folder path)")
     add_generation_arguments(parser)
+    parser.add_argument("--label-calibration", default="auto", metavar="auto|none|FILE",
+                        help="with --cls-mode rank: per-label biases added to the ranking scores, fitted on validation "
+                        "clips by `usam calibrate` at the same ranking weight. auto (default): the model folder's "
+                        "label_calibration.json when it has one; none: no biases; or a calibration file")
 
 
 def settings_from_args(args):
@@ -94,6 +98,7 @@ def main(args: argparse.Namespace) -> int:
     import sys
 
     from usam.errors import DataError
+    from usam.evaluation.calibration import resolve_label_calibration
     from usam.evaluation.registry import load_registry
     from usam.evaluation.runner import evaluate
 
@@ -109,8 +114,14 @@ def main(args: argparse.Namespace) -> int:
                       file=sys.stderr)
                 return 2
             benchmark = registry[args.benchmark]
+        settings = settings_from_args(args)
+        if settings.cls_mode == "rank":
+            calibration = resolve_label_calibration(args.model, args.label_calibration,
+                                                    settings.rank_ctc_weight("cls"))
+            if calibration is not None:
+                settings.label_bias = calibration.as_bias()
         result = evaluate(args.model, benchmark, args.out, manifest=args.manifest, task=args.task,
-                          data_root=args.data_root, synth_dir=args.synth_dir, settings=settings_from_args(args),
+                          data_root=args.data_root, synth_dir=args.synth_dir, settings=settings,
                           model_name=args.model_name, device=args.device, workers=args.workers, dtype=args.dtype,
                           progress=not args.no_progress, manifest_instructions=args.manifest_instructions,
                           limit=args.limit)

@@ -36,6 +36,9 @@ class GenerationSettings:
     # whole answers of a closed set, so its best weight need not be the transcripts' (choose it on validation
     # clips: scripts/rank_weights.py, scripts/pick_rank_weight.py)
     cls_ctc_weight: float | None = None
+    # ranked labels: {label: bias} added to each label's score before the best is taken, fitted on validation clips
+    # at the ranking weight (usam/evaluation/calibration.py, `usam calibrate`); a label not in it gets 0
+    label_bias: dict | None = None
 
     def __post_init__(self):
         if self.num_beams < 1:
@@ -158,6 +161,9 @@ class BatchGenerator:
         batch = self.processor(audios=audios, instructions=instructions).to(self.model.device)
         self._captured.clear()
         scores = self.model.score_answers(**batch, answers=answers, ctc_weight=self.settings.rank_ctc_weight(task))
+        if self.settings.label_bias:
+            bias = self.settings.label_bias
+            scores = scores + torch.tensor([float(bias.get(label, 0.0)) for label in labels], device=scores.device)
         best = scores.argmax(-1).tolist()
         expert_sums, audio_tokens = self._routing(batch, len(audios))
         return GenerationResult([labels[k] for k in best], [len(answers[k]) for k in best], [True] * len(audios),
