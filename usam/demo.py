@@ -119,11 +119,6 @@ class DemoPlan:
                    ctc_weight=ctc_weight, cls_mode=cls_mode, cls_ctc_weight=cls_ctc_weight,
                    label_calibration=label_calibration)
 
-    @property
-    def rank_weight(self) -> float:
-        """The CTC weight the evaluation ranks labels at (GenerationSettings.rank_ctc_weight of cls)."""
-        return self.cls_ctc_weight if "cls" in self.ctc_tasks else 0.0
-
 
 def parse_settings(items: list[str]) -> dict[str, dict]:
     """["stage2:data.reading.per_batch=8", "model:audio_tokens.mode=hybrid"] -> {"stage2": {...}, "model": {...}};
@@ -431,10 +426,11 @@ def calibrate_labels(plan: DemoPlan, model_dir: Path) -> dict | None:
 
     if plan.cls_mode != "rank" or not plan.label_calibration:
         return None
+    weight = evaluation_settings(plan).rank_ctc_weight("cls")  # the weight evaluate_test ranks at
     target = model_dir / CALIBRATION_FILE
     if target.is_file():  # a finished run's own (a retrained stage rewrites its whole folder)
         done = LabelCalibration.load(target)
-        if abs(done.ctc_weight - plan.rank_weight) < 1e-9:
+        if abs(done.ctc_weight - weight) < 1e-9:
             _say(f"label calibration: {target} (reused)")
             return _calibration_summary(done)
     cfg = load_config(CALIBRATION_SYNTH_CONFIG)
@@ -443,8 +439,8 @@ def calibrate_labels(plan: DemoPlan, model_dir: Path) -> dict | None:
     data = plan.out / "calibration"
     generate_corpus(data, cfg, hours=None, seed=int(cfg["seed"]) + plan.seed, jobs=plan.jobs)
     _say(f"label calibration: fitting the ranked labels' biases on {data / 'valid.cls.jsonl'} at weight "
-         f"{plan.rank_weight:g}")
-    result = calibrate(model_dir, data / "valid.cls.jsonl", plan.rank_weight)
+         f"{weight:g}")
+    result = calibrate(model_dir, data / "valid.cls.jsonl", weight)
     result.save(target)
     return _calibration_summary(result)
 
@@ -454,21 +450,23 @@ def _calibration_summary(result) -> dict:
             "calibrated_accuracy": result.calibrated_accuracy, "bias": result.as_bias()}
 
 
+def evaluation_settings(plan: DemoPlan):
+    """The generation settings of the test splits' evaluation (before any label calibration)."""
+    from usam.evaluation.generation import GenerationSettings
+
+    return GenerationSettings(max_new_tokens=24 if plan.quick else None, ctc_weight=plan.ctc_weight,
+                              ctc_tasks=plan.ctc_tasks, cls_mode=plan.cls_mode, cls_ctc_weight=plan.cls_ctc_weight)
+
+
 def evaluate_test(plan: DemoPlan, model_dir: Path, data: Path) -> dict[str, dict]:
     """metrics.json content per split present in the corpus (see EVAL_SPLITS)."""
-    from usam.evaluation.calibration import resolve_label_calibration
-    from usam.evaluation.generation import GenerationSettings
+    from usam.evaluation.calibration import apply_label_calibration
     from usam.evaluation.registry import load_registry
     from usam.evaluation.runner import evaluate
 
     benchmark = load_registry()["synthetic-test"]
-    budget = 24 if plan.quick else None
-    settings = GenerationSettings(max_new_tokens=budget, ctc_weight=plan.ctc_weight, ctc_tasks=plan.ctc_tasks,
-                                  cls_mode=plan.cls_mode, cls_ctc_weight=plan.cls_ctc_weight)
-    if plan.cls_mode == "rank":
-        calibration = resolve_label_calibration(model_dir, "auto" if plan.label_calibration else "none",
-                                                plan.rank_weight)
-        settings.label_bias = calibration.as_bias() if calibration is not None else None
+    settings = evaluation_settings(plan)
+    apply_label_calibration(settings, model_dir, "auto" if plan.label_calibration else "none")
     results = {}
     for split, name in EVAL_SPLITS.items():
         manifest = data / name

@@ -98,7 +98,7 @@ def main(args: argparse.Namespace) -> int:
     import sys
 
     from usam.errors import DataError
-    from usam.evaluation.calibration import resolve_label_calibration
+    from usam.evaluation.calibration import apply_label_calibration
     from usam.evaluation.registry import load_registry
     from usam.evaluation.runner import evaluate
 
@@ -115,11 +115,7 @@ def main(args: argparse.Namespace) -> int:
                 return 2
             benchmark = registry[args.benchmark]
         settings = settings_from_args(args)
-        if settings.cls_mode == "rank":
-            calibration = resolve_label_calibration(args.model, args.label_calibration,
-                                                    settings.rank_ctc_weight("cls"))
-            if calibration is not None:
-                settings.label_bias = calibration.as_bias()
+        apply_label_calibration(settings, args.model, args.label_calibration)
         result = evaluate(args.model, benchmark, args.out, manifest=args.manifest, task=args.task,
                           data_root=args.data_root, synth_dir=args.synth_dir, settings=settings,
                           model_name=args.model_name, device=args.device, workers=args.workers, dtype=args.dtype,

@@ -172,5 +172,15 @@ def resolve_label_calibration(model_dir: str | Path, choice: str | None, ctc_wei
     return calibration
 
 
+def apply_label_calibration(settings, model_dir: str | Path, choice: str | None) -> LabelCalibration | None:
+    """Set settings.label_bias (a GenerationSettings) from the calibration `choice` resolves for the model in
+    model_dir at the settings' own ranking weight; nothing when the settings do not rank labels. Returns it."""
+    if settings.cls_mode != "rank":
+        return None
+    calibration = resolve_label_calibration(model_dir, choice, settings.rank_ctc_weight("cls"))
+    settings.label_bias = calibration.as_bias() if calibration is not None else None
+    return calibration
+
+
 __all__ = ["CALIBRATION_FILE", "CALIBRATION_CHOICES", "DEFAULT_L2", "LabelCalibration", "fit_label_bias",
-           "label_scores", "calibrate", "resolve_label_calibration"]
+           "label_scores", "calibrate", "resolve_label_calibration", "apply_label_calibration"]
