@@ -23,7 +23,7 @@ def test_shipped_registry_loads_with_the_field_conventions(tmp_path):
     synth = reg["synthetic-test"]
     assert synth.mixed and synth.manifest_path(tmp_path, synth_dir=tmp_path / "s") == tmp_path / "s" / "test.jsonl"
     assert synth.manifest_path(tmp_path) == tmp_path / "synth" / "test.jsonl"
-    assert synth.max_new_tokens_for("asr") == 200 and synth.max_new_tokens_for("cls") == 16
+    assert synth.max_new_tokens_for("asr") == 96 and synth.max_new_tokens_for("cls") == 16
     assert synth.instruction_for("s2tt", lang="zh") == "Translate the speech into Chinese."
     assert synth.instruction_for("qa", question="How many dogs?") == "How many dogs?"
 

@@ -50,8 +50,8 @@ def stage_config(name: str) -> dict:
 
 
 # The demo decodes transcripts and class labels jointly with the CTC head at this weight (docs/demo.md: seed 0's
-# unseen-voices WER 65.2 -> 58.2 against a spelling at 56.7, sound events on held-out timbres 77.5 -> 87.5%); the
-# LLM alone is scored beside it on the unseen-voices and real-speech splits (asr_llm_wer)
+# unseen-voices WER 65.2 -> 58.2 against a spelling at 56.7, sound events on held-out timbres 77.5 -> 87.5%); with
+# --llm-alone the LLM alone is scored beside it on the unseen-voices and real-speech splits (asr_llm_wer)
 DEMO_CTC_WEIGHT = 0.5
 DEMO_CTC_TASKS = ("asr", "cls")
 # ... and answers classification by ranking the label set (model.score_answers): on held-out sound timbres, seeds
@@ -86,12 +86,14 @@ class DemoPlan:
     cls_ctc_weight: float = DEMO_CLS_CTC_WEIGHT  # the CTC weight of ranked labels
     # ranked labels: per-label biases fitted on fresh in-domain clips after training (calibrate_labels)
     label_calibration: bool = True
+    # with joint decoding: also score the LLM alone (ctc_weight 0) on the unseen-voices and real splits (asr_llm_wer)
+    llm_alone: bool = False
     timings: dict = field(default_factory=dict)
 
     @classmethod
     def make(cls, out, quick, minutes=None, hours=None, seed=0, jobs=None, model_yaml=None,
              eval_points=2, steps=None, seeds=1, settings=None, ctc_weight=None, cls_mode=None,
-             cls_ctc_weight=None, label_calibration=True) -> "DemoPlan":
+             cls_ctc_weight=None, label_calibration=True, llm_alone=False) -> "DemoPlan":
         """steps: ["stage=N", ...] overriding the recipe's (or --quick's) steps of those stages. cls_ctc_weight None:
         DEMO_CLS_CTC_WEIGHT, or 0 when ctc_weight is 0 (the LLM alone throughout)."""
         ctc_weight = DEMO_CTC_WEIGHT if ctc_weight is None else ctc_weight
@@ -117,7 +119,7 @@ class DemoPlan:
                    seeds=seeds, jobs=jobs, eval_limit=4 if quick else None, model_yaml=Path(model_yaml or DEMO_MODEL),
                    eval_points=eval_points, steps=steps, settings=parse_settings(settings or []),
                    ctc_weight=ctc_weight, cls_mode=cls_mode, cls_ctc_weight=cls_ctc_weight,
-                   label_calibration=label_calibration)
+                   label_calibration=label_calibration, llm_alone=llm_alone)
 
 
 def parse_settings(items: list[str]) -> dict[str, dict]:
@@ -488,7 +490,7 @@ def evaluate_llm_alone(plan: DemoPlan, model_dir: Path, data: Path) -> dict[str,
     from usam.evaluation.registry import load_registry
     from usam.evaluation.runner import evaluate
 
-    if not plan.ctc_weight or "asr" not in plan.ctc_tasks:
+    if not plan.llm_alone or not plan.ctc_weight or "asr" not in plan.ctc_tasks:
         return {}
     benchmark = load_registry()["synthetic-test"]
     settings = GenerationSettings(max_new_tokens=24 if plan.quick else None)

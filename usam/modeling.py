@@ -27,7 +27,7 @@ from usam.llm import load_llm, load_tokenizer
 from usam.precision import run_in
 from usam.projector import TaskAwareMoEProjector
 from usam.qformer import build_window_connector
-from usam.ragged import pack_rows, row_mask
+from usam.ragged import drop_unattended, pack_rows, row_mask
 from usam.sacl import SemanticAwareContrastiveLoss
 
 AUDIO_TOKEN_ID = -200  # placeholder id in input_ids, replaced by audio embeddings before the LLM sees it
@@ -44,8 +44,9 @@ class USAMOutput(ModelOutput):
     balance_loss: torch.Tensor | None = None
     z_loss: torch.Tensor | None = None
     ctc_loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None  # (B, L, V), or (B, K, V) at `logit_positions` when labels were given
-    logit_positions: torch.Tensor | None = None  # (K,) sequence positions of `logits`; None: all positions
+    # (B, L, V); or, with `logit_labels` (B, K), (B, K, V): the scores of those next tokens (-100: unlabelled)
+    logits: torch.Tensor | None = None
+    logit_labels: torch.Tensor | None = None
     routing_weights: torch.Tensor | None = None  # (N_tokens, E) for every valid audio token of the batch
     routing_sample_index: torch.Tensor | None = None  # (N_tokens,) batch row of each token
     # audio-token health (detached): mean L2 norm of the valid audio tokens over that of the answer's text
@@ -308,27 +309,34 @@ class USAMModel(nn.Module):
                 tasks: list[str] | None = None, simulated_ids: torch.Tensor | None = None,
                 simulated_weights: torch.Tensor | None = None, simulated_sample_index: torch.Tensor | None = None,
                 **_unused) -> USAMOutput:
-        """Loss parts and logits. With labels and logits_to_keep="labels" (default), `logits` covers only the
-        positions whose next token is labelled (`logit_positions`); "all" gives every position."""
+        """Loss parts and logits. With labels and logits_to_keep="labels" (default), `logits` (B, K, V) covers only
+        the positions whose next token is labelled, after the unattended positions are dropped
+        (usam.ragged.drop_unattended), and `logit_labels` (B, K) holds those next tokens (-100: none); otherwise
+        `logits` covers every position (B, L, V) and `logit_labels` is None."""
         lc = self.config.loss
         runs_llm = lc.lambda_ce > 0 or labels is None  # lambda_ce 0: an alignment step that never runs the LLM
         embeds, attention_mask, info = self._inputs_embeds(
             input_ids, attention_mask, instruction_mask, audio, audio_lengths, audio_sample_index, encoder_outputs,
             simulated_ids, simulated_weights, simulated_sample_index, for_llm=runs_llm, tasks=tasks)
-        keep, logits = None, None
+        logits, logit_labels = None, None
         if runs_llm:
-            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # from the mask: padding-invariant
+            llm_embeds, llm_mask, llm_labels = embeds, attention_mask, labels
+            keep = None
             if labels is not None and logits_to_keep == "labels":
-                # the LM head only where a next token is labelled: on a 49k vocabulary a large share of the step
-                keep = (labels[:, 1:] != -100).any(0).nonzero().squeeze(1)
-            logits = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
+                # only the attended positions (hybrid reading leaves most spelled-token slots unattended), answers
+                # right-aligned; the LM head only where a next token is labelled: on a 49k vocabulary a large share
+                llm_embeds, llm_mask, llm_labels = drop_unattended(embeds, attention_mask, labels)
+                keep = (llm_labels[:, 1:] != -100).any(0).nonzero().squeeze(1)
+            position_ids = (llm_mask.long().cumsum(-1) - 1).clamp(min=0)  # from the mask: padding-invariant
+            logits = self.llm(inputs_embeds=llm_embeds, attention_mask=llm_mask, position_ids=position_ids,
                               use_cache=False, logits_to_keep=keep if keep is not None else 0).logits
+            if keep is not None:
+                logit_labels = llm_labels[:, 1:].index_select(1, keep)
         zero = embeds.new_zeros((), dtype=torch.float32)
         ce = sacl = balance = z_loss = ctc = zero
         norm_ratio = clip_cosine = None
         if labels is not None and logits is not None:
-            targets = labels[:, 1:] if keep is None else labels[:, 1:].index_select(1, keep)
-            scores = logits[:, :-1] if keep is None else logits
+            scores, targets = (logits, logit_labels) if logit_labels is not None else (logits[:, :-1], labels[:, 1:])
             ce = nn.functional.cross_entropy(scores.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
         routing, routing_index = None, None
         if info is not None:
@@ -348,7 +356,7 @@ class USAMModel(nn.Module):
         else:
             loss = None
         return USAMOutput(loss=loss, ce_loss=ce, sacl_loss=sacl, balance_loss=balance, z_loss=z_loss, ctc_loss=ctc,
-                          logits=logits, logit_positions=keep,
+                          logits=logits, logit_labels=logit_labels,
                           routing_weights=routing, routing_sample_index=routing_index,
                           audio_norm_ratio=norm_ratio, audio_clip_cosine=clip_cosine)
 
@@ -419,11 +427,12 @@ class USAMModel(nn.Module):
             generate_kwargs.pop(key, None)
         reading = {k: generate_kwargs.pop(k, None)
                    for k in ("simulated_ids", "simulated_weights", "simulated_sample_index")}
-        # (posterior audio tokens: the dropped and merged frames are holes in the attention mask; generate derives
-        # position ids from the mask, so the positions after them stay contiguous)
+        # (posterior audio tokens: the dropped and merged frames are holes in the attention mask, removed before
+        # the LLM runs; position ids come from the mask either way)
         embeds, attention_mask, info = self._inputs_embeds(input_ids, attention_mask, instruction_mask, audio,
                                                            audio_lengths, audio_sample_index, encoder_outputs,
                                                            **reading)
+        embeds, attention_mask, _ = drop_unattended(embeds, attention_mask)  # the same prompts, fewer positions
         eos = {self.tokenizer.eos_token_id}
         if self.tokenizer.convert_tokens_to_ids("<|im_end|>") not in (None, self.tokenizer.unk_token_id):
             eos.add(self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
@@ -465,6 +474,7 @@ class USAMModel(nn.Module):
                                                            audio_lengths, audio_sample_index, encoder_outputs)
         if ctc_weight == 1:  # the alignment alone: no LLM pass
             return self._ctc_answer_scores(info, n_samples, answers)
+        embeds, attention_mask, _ = drop_unattended(embeds, attention_mask)  # the same prompts, fewer positions
         longest = max(len(a) for a in answers)
         ids = torch.zeros(n_answers, longest, dtype=torch.long, device=input_ids.device)
         valid = torch.zeros(n_answers, longest, dtype=torch.bool, device=input_ids.device)

@@ -38,3 +38,34 @@ def pack_rows(values: torch.Tensor, mask: torch.Tensor, owner: torch.Tensor, n_r
 def row_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
     """(B,) lengths -> (B, width) bool, True on each row's first lengths[b] positions."""
     return torch.arange(width, device=lengths.device)[None] < lengths[:, None]
+
+
+def drop_unattended(embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Remove the positions no token attends (padding; the unused slots of spelled audio tokens) before the LLM.
+
+    embeds (B, L, D), attention_mask (B, L), labels (B, L) or None -> the same rows with only their attended
+    positions, in order, right-aligned (left padding) into (B, L', D), (B, L'), (B, L'), L' the most attended
+    positions of any row. The LLM's outputs at the attended positions are unchanged (no query attends a masked key,
+    and position ids come from the mask's running count), and right alignment puts every answer at the end, so the
+    columns that need logits are the longest answer's. A labelled position must follow an attended one (its
+    predictor); labels at removed positions must be -100. Differentiable in embeds."""
+    keep = attention_mask.bool()
+    n_rows, length = keep.shape
+    counts = keep.sum(1)
+    bad = torch.zeros((), dtype=torch.long, device=keep.device)
+    if labels is not None:
+        labelled = labels != -100
+        bad = (labelled & ~keep).sum() + (labelled[:, 1:] & ~keep[:, :-1]).sum()
+    width, n_bad = torch.stack([counts.max() if n_rows else bad, bad]).tolist()  # the one host copy
+    if n_bad:
+        raise ValueError("drop_unattended: a labelled position is unattended or follows an unattended one")
+    flat = keep.flatten().nonzero().squeeze(1)  # kept positions, row by row (one more sync, whatever the batch)
+    rows = flat // length
+    cols = (keep.long().cumsum(1) - 1 + (width - counts)[:, None]).flatten().index_select(0, flat)
+    out = embeds.new_zeros((n_rows, width, embeds.shape[-1])).index_put(
+        (rows, cols), embeds.flatten(0, 1).index_select(0, flat))
+    mask = attention_mask.new_zeros((n_rows, width)).index_put((rows, cols), attention_mask.flatten()[flat])
+    if labels is None:
+        return out, mask, None
+    return out, mask, labels.new_full((n_rows, width), -100).index_put((rows, cols), labels.flatten()[flat])

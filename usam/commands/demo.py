@@ -47,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-config", default=None, help="model YAML (default configs/model/demo.yaml)")
     parser.add_argument("--ctc-weight", type=float, default=None,
                         help="joint CTC / LLM decoding of the evaluation's transcripts and class labels: weight in [0, 1] of the "
-                        "CTC prefix probability of what the audio tokens spell (default 0.5); the LLM alone is "
-                        "scored beside it on the unseen-voices and real splits (asr_llm_wer). 0: the LLM alone")
+                        "CTC prefix probability of what the audio tokens spell (default 0.5; --llm-alone scores the "
+                        "LLM alone beside it). 0: the LLM alone")
     parser.add_argument("--cls-mode", choices=CLS_MODES, default=None,
                         help="classification in the evaluation: 'rank' scores every label of the set as the answer "
                         "(jointly with the CTC head at --ctc-weight) and takes the best (default); 'generate' writes "
@@ -61,6 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "label is fitted after training on about 200 fresh in-domain clips of every sound class and "
                         "instrument (configs/synth/demo_calibration.yaml; `usam calibrate`), which removes the label "
                         "prior a seed's model learned (one of two similar classes named for every clip)")
+    parser.add_argument("--llm-alone", action="store_true",
+                        help="with joint decoding (--ctc-weight > 0): also transcribe the unseen-voices and real-speech "
+                        "splits by the LLM alone (weight 0) and report that WER (asr_llm_wer) beside the joint one: "
+                        "what the LLM keeps of its audio tokens without the CTC head's help (about 1.5 more minutes)")
     parser.add_argument("--eval-points", type=int, default=2,
                         help="validations per training stage, evenly spaced; each logs the loss and per-task scores "
                         "(ASR WER, accuracy, ...) of generated answers, so more points give a finer quality-against-"
@@ -79,7 +83,8 @@ def main(args: argparse.Namespace) -> int:
                              jobs=args.jobs, model_yaml=args.model_config, eval_points=args.eval_points,
                              steps=args.steps, seeds=args.seeds, settings=args.settings,
                              ctc_weight=args.ctc_weight, cls_mode=args.cls_mode,
-                             cls_ctc_weight=args.cls_ctc_weight, label_calibration=args.label_calibration)
+                             cls_ctc_weight=args.cls_ctc_weight, label_calibration=args.label_calibration,
+                             llm_alone=args.llm_alone)
     except ValueError as error:
         print(f"usam demo: error: {error}", file=sys.stderr)
         return 2

@@ -574,12 +574,11 @@ class Trainer:
             if out.logits is None:  # an alignment stage (loss.lambda_ce 0) runs no LLM: no CE per task
                 continue
             # cross-entropy per sample from the logits, so that batches may mix tasks
-            labels = inputs["labels"][:, 1:]
-            positions = getattr(out, "logit_positions", None)  # logits only where a next token is labelled
-            if positions is not None:
-                labels, scores = labels.index_select(1, positions), out.logits
+            labels = getattr(out, "logit_labels", None)  # logits only where a next token is labelled
+            if labels is not None:
+                scores = out.logits
             else:
-                scores = out.logits[:, :-1]
+                labels, scores = inputs["labels"][:, 1:], out.logits[:, :-1]
             ce = torch.nn.functional.cross_entropy(scores.float().transpose(1, 2), labels,
                                                    ignore_index=-100, reduction="none").sum(1)
             counts = (labels != -100).sum(1)
