@@ -34,17 +34,36 @@ def test_a_label_the_dropping_would_move_is_refused():
         drop_unattended(embeds, mask, labels)
 
 
-@pytest.mark.parametrize("mode", ["hybrid", "continuous"])
-def test_training_loss_gradients_and_scores_match_the_full_sequence(mode):
+def test_rows_of_very_different_lengths_run_in_two_groups():
+    from usam.ragged import length_groups
+
+    assert length_groups([40, 120, 38, 118, 45, 110]) == [[2, 0, 4], [5, 3, 1]]  # two padded passes: 3x45 + 3x120
+    assert length_groups([100, 110, 95, 120]) == [[0, 1, 2, 3]]  # 15% or more saved, or one pass in batch order
+    assert length_groups([7]) == [[0]]
+
+
+@pytest.mark.parametrize("mode,clips,answers,passes", [
+    ("hybrid", (1.0, 1.1, 1.2), ("a dog", "a cat", "a cow"), 1),  # alike: one pass
+    ("continuous", (1.0, 1.1, 1.2), ("a dog", "a cat", "a cow"), 1),
+    # short rows beside long ones: the LLM runs twice (short rows, long rows)
+    ("hybrid", (0.6, 1.9, 1.2), ("a dog", "the cat sat on the mat", "hi"), 2),
+    ("continuous", (0.2, 3.0, 2.8), ("hi", "the cat sat on the mat all day long", "a dog barks twice"), 2),
+])
+def test_training_loss_gradients_and_scores_match_the_full_sequence(mode, clips, answers, passes, monkeypatch):
+    import usam.modeling
+
+    groups = []
+    real_groups = usam.modeling.length_groups
+    monkeypatch.setattr(usam.modeling, "length_groups", lambda lengths: groups.append(real_groups(lengths)) or
+                        groups[-1])
     model, processor = make_tiny_model(**{"loss.lambda_ctc": 0.3, "audio_tokens.mode": mode})
     model.set_stage(2)
     model.train()
     for module in model.modules():  # dropout off: both passes must see the same function
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
-    clips = [tone(0.6, 300), tone(1.9, 450, seed=1), tone(1.2, 600, seed=2)]
-    batch = dict(processor(clips, ["Transcribe the speech."] * 3, answers=["a dog", "the cat sat on the mat", "hi"],
-                           tasks=["asr"] * 3))
+    waves = [tone(seconds, 300 + 150 * i, seed=i) for i, seconds in enumerate(clips)]
+    batch = dict(processor(waves, ["Transcribe the speech."] * 3, answers=list(answers), tasks=["asr"] * 3))
     tasks = batch.pop("tasks")
     results = []
     for keep in ("labels", "all"):
@@ -54,6 +73,7 @@ def test_training_loss_gradients_and_scores_match_the_full_sequence(mode):
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         results.append((out, grads))
     (short, short_grads), (full, full_grads) = results
+    assert len(groups[0]) == passes, groups
     assert short.logits.shape[1] < full.logits.shape[1] - 1
     assert short.ce_loss.item() == pytest.approx(full.ce_loss.item(), rel=1e-5)
     assert short_grads.keys() == full_grads.keys() and len(short_grads) > 0

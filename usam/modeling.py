@@ -27,7 +27,7 @@ from usam.llm import load_llm, load_tokenizer
 from usam.precision import run_in
 from usam.projector import TaskAwareMoEProjector
 from usam.qformer import build_window_connector
-from usam.ragged import drop_unattended, pack_rows, row_mask
+from usam.ragged import drop_unattended, length_groups, pack_rows, row_mask
 from usam.sacl import SemanticAwareContrastiveLoss
 
 AUDIO_TOKEN_ID = -200  # placeholder id in input_ids, replaced by audio embeddings before the LLM sees it
@@ -320,18 +320,12 @@ class USAMModel(nn.Module):
             simulated_ids, simulated_weights, simulated_sample_index, for_llm=runs_llm, tasks=tasks)
         logits, logit_labels = None, None
         if runs_llm:
-            llm_embeds, llm_mask, llm_labels = embeds, attention_mask, labels
-            keep = None
             if labels is not None and logits_to_keep == "labels":
-                # only the attended positions (hybrid reading leaves most spelled-token slots unattended), answers
-                # right-aligned; the LM head only where a next token is labelled: on a 49k vocabulary a large share
-                llm_embeds, llm_mask, llm_labels = drop_unattended(embeds, attention_mask, labels)
-                keep = (llm_labels[:, 1:] != -100).any(0).nonzero().squeeze(1)
-            position_ids = (llm_mask.long().cumsum(-1) - 1).clamp(min=0)  # from the mask: padding-invariant
-            logits = self.llm(inputs_embeds=llm_embeds, attention_mask=llm_mask, position_ids=position_ids,
-                              use_cache=False, logits_to_keep=keep if keep is not None else 0).logits
-            if keep is not None:
-                logit_labels = llm_labels[:, 1:].index_select(1, keep)
+                logits, logit_labels = self._answer_logits(embeds, attention_mask, labels)
+            else:
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # from the mask
+                logits = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
+                                  use_cache=False).logits
         zero = embeds.new_zeros((), dtype=torch.float32)
         ce = sacl = balance = z_loss = ctc = zero
         norm_ratio = clip_cosine = None
@@ -359,6 +353,43 @@ class USAMModel(nn.Module):
                           logits=logits, logit_labels=logit_labels,
                           routing_weights=routing, routing_sample_index=routing_index,
                           audio_norm_ratio=norm_ratio, audio_clip_cosine=clip_cosine)
+
+    def _answer_logits(self, embeds, attention_mask, labels) -> tuple[torch.Tensor, torch.Tensor]:
+        """The LLM's scores where a next token is labelled: (B, K, V) logits and (B, K) their next tokens (-100:
+        none). The LLM runs on the attended positions only (hybrid reading leaves most spelled-token slots
+        unattended; usam.ragged.drop_unattended), answers right-aligned so that the LM head (49k rows for SmolLM2,
+        a large share of a step) covers the longest answer's columns, and rows of very different lengths (reading
+        practice beside clips) in two passes rather than one padded to the longest (usam.ragged.length_groups).
+        Rows are independent in the LLM: the scores are those of one full pass."""
+        embeds, attention_mask, labels = drop_unattended(embeds, attention_mask, labels)
+        lengths = attention_mask.sum(1).tolist()
+        groups = length_groups(lengths)
+        parts = []
+        for rows in groups:
+            if len(groups) == 1:
+                group_embeds, mask, tokens, index = embeds, attention_mask, labels, None
+            else:
+                index = torch.tensor(rows, device=embeds.device)
+                start = embeds.shape[1] - max(lengths[r] for r in rows)  # right-aligned: drop all-padding columns
+                group_embeds = embeds.index_select(0, index)[:, start:]
+                mask = attention_mask.index_select(0, index)[:, start:]
+                tokens = labels.index_select(0, index)[:, start:]
+            keep = (tokens[:, 1:] != -100).any(0).nonzero().squeeze(1)
+            logits = self.llm(inputs_embeds=group_embeds, attention_mask=mask,
+                              position_ids=(mask.long().cumsum(-1) - 1).clamp(min=0), use_cache=False,
+                              logits_to_keep=keep).logits
+            parts.append((index, logits, tokens[:, 1:].index_select(1, keep)))
+        if len(parts) == 1:
+            return parts[0][1], parts[0][2]
+        # back into batch order, each group's columns right-aligned under the longest group's
+        longest = max(p[1].shape[1] for p in parts)
+        logits = parts[0][1].new_zeros((embeds.shape[0], longest, parts[0][1].shape[-1]))
+        targets = labels.new_full((embeds.shape[0], longest), -100)
+        for index, part, part_targets in parts:
+            logits = logits.index_copy(0, index, nn.functional.pad(part, (0, 0, longest - part.shape[1], 0)))
+            targets = targets.index_copy(0, index, nn.functional.pad(part_targets, (longest - part.shape[1], 0),
+                                                                     value=-100))
+        return logits, targets
 
     def _ctc(self, info, input_ids, answer_mask, tasks) -> torch.Tensor:
         """CTC of each clip's audio tokens against its sample's answer tokens (samples of loss.ctc_tasks; every
