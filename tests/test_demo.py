@@ -11,7 +11,8 @@ TASKS = {"asr", "s2tt", "aac", "mc", "cls", "qa"}
 def test_demo_quick_end_to_end(tmp_path):
     out = tmp_path / "demo"
     result = subprocess.run([sys.executable, "-m", "usam.cli", "demo", "--quick", "--out", str(out),
-                             "--eval-points", "3", "--llm-alone"],
+                             "--eval-points", "3", "--llm-alone",
+                             "--whisper-reference"],
                             capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     summary = json.loads((out / "demo_summary.json").read_text())

@@ -65,6 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with joint decoding (--ctc-weight > 0): also transcribe the unseen-voices and real-speech "
                         "splits by the LLM alone (weight 0) and report that WER (asr_llm_wer) beside the joint one: "
                         "what the LLM keeps of its audio tokens without the CTC head's help (about 1.5 more minutes)")
+    parser.add_argument("--whisper-reference", action="store_true",
+                        help="also transcribe the unseen-voices and real-speech splits with Whisper tiny.en's own "
+                        "decoder (whisper_reference_wer): how hard the voices are for an ASR model trained on real "
+                        "speech (about 80 s: Whisper decodes 30 s windows)")
     parser.add_argument("--eval-points", type=int, default=2,
                         help="validations per training stage, evenly spaced; each logs the loss and per-task scores "
                         "(ASR WER, accuracy, ...) of generated answers, so more points give a finer quality-against-"
@@ -84,7 +88,7 @@ def main(args: argparse.Namespace) -> int:
                              steps=args.steps, seeds=args.seeds, settings=args.settings,
                              ctc_weight=args.ctc_weight, cls_mode=args.cls_mode,
                              cls_ctc_weight=args.cls_ctc_weight, label_calibration=args.label_calibration,
-                             llm_alone=args.llm_alone)
+                             llm_alone=args.llm_alone, whisper_reference=args.whisper_reference)
     except ValueError as error:
         print(f"usam demo: error: {error}", file=sys.stderr)
         return 2
