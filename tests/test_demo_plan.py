@@ -25,28 +25,31 @@ def test_bad_steps_are_refused_with_the_reason(tmp_path, item, reason, capsys):
     assert not (tmp_path / "demo").exists()  # refused before any work
 
 
-REFERENCE = {"align": 0.52, "stage2": 4.46}  # the reference machine's timed steps
+REFERENCE = {"align": 0.21, "stage2": 5.39, "stage2_without_reading": 3.55}  # the reference machine's timed steps
 TWICE_AS_FAST = {name: s / 2 for name, s in REFERENCE.items()}
 
 
 def test_the_eta_scales_the_untimed_parts_with_the_machine(tmp_path, capsys):
     from usam.demo import eval_reserve_s, plan_steps
 
-    assert eval_reserve_s(REFERENCE) == pytest.approx(150 + 605 + 110 + 16)
+    assert eval_reserve_s(REFERENCE) == pytest.approx(153 + 405 + 80 + 28 + 11)
     assert eval_reserve_s(TWICE_AS_FAST) == pytest.approx(eval_reserve_s(REFERENCE) / 2)
     plan = DemoPlan.make(tmp_path, quick=False, steps=["align=500", "stage2=150"])
-    # no label calibration (or no ranking): its 150 s are not reserved
+    # the default plan: no Whisper reference (--whisper-reference); no label calibration (or no ranking): its 153 s
+    assert eval_reserve_s(REFERENCE, plan) == pytest.approx(153 + 405 + 28 + 11)
+    assert eval_reserve_s(REFERENCE, DemoPlan.make(tmp_path, quick=False, whisper_reference=True)) == \
+        pytest.approx(153 + 405 + 80 + 28 + 11)
     assert eval_reserve_s(REFERENCE, DemoPlan.make(tmp_path, quick=False, label_calibration=False)) == \
-        pytest.approx(605 + 110 + 16)
+        pytest.approx(405 + 28 + 11)
     assert eval_reserve_s(REFERENCE, DemoPlan.make(tmp_path, quick=False, cls_mode="generate")) == \
-        pytest.approx(605 + 110 + 16)
+        pytest.approx(405 + 28 + 11)
     assert plan_steps(plan, REFERENCE, elapsed_s=0) == {"align": 500, "stage2": 150}  # no cap: the recipe
     slow = capsys.readouterr().out
-    # 500 x 0.52 + 150 x 4.46 s of steps and 4 validations of 25 s; then 881 s of calibration and evaluation
-    assert "training ETA 17.1 min, then about 15 min of evaluation" in slow
+    # 500 x 0.21 + 150 x 5.39 s of steps and 4 validations of 25 s; then 597 s of calibration and evaluation
+    assert "training ETA 16.9 min, then about 10 min of evaluation" in slow
     assert "estimate from this machine's timed steps" in slow
     plan_steps(plan, TWICE_AS_FAST, elapsed_s=0)
-    assert "training ETA 8.6 min, then about 7 min of evaluation" in capsys.readouterr().out
+    assert "training ETA 8.4 min, then about 5 min of evaluation" in capsys.readouterr().out
 
 
 def test_minutes_cuts_every_stage_in_proportion_on_any_machine(tmp_path):
@@ -54,8 +57,8 @@ def test_minutes_cuts_every_stage_in_proportion_on_any_machine(tmp_path):
 
     capped = DemoPlan.make(tmp_path, quick=False, minutes=20, steps=["align=500", "stage2=150"])
     steps = plan_steps(capped, REFERENCE, elapsed_s=0)
-    # 20 min less 881 s of calibration and evaluation leaves 319 s for 1,029 s of training: both cut to 31%
-    assert steps == {"align": 155, "stage2": 46}
+    # 20 min less 597 s of calibration and evaluation leaves 603 s for 1,014 s of training: both cut to 59%
+    assert steps == {"align": 297, "stage2": 89}
     assert steps["align"] / 500 == pytest.approx(steps["stage2"] / 150, abs=0.01)
     # everything scales with the machine, so half the minutes on a machine twice as fast cuts the same steps
     half = DemoPlan.make(tmp_path, quick=False, minutes=10, steps=["align=500", "stage2=150"])

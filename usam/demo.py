@@ -32,16 +32,15 @@ CALIBRATION_SYNTH_CONFIG = REPO_ROOT / "configs/synth/demo_calibration.yaml"
 # place of a stage 1 through the frozen LLM: its steps cost a tenth as much (docs/demo.md)
 STAGES = (("align", "demo_align.yaml"), ("stage2", "demo_stage2.yaml"))
 QUICK_STEPS = {"align": 6, "stage2": 10}
-# The parts of the run the ETA cannot time beforehand, measured on a 2-core AVX2 EPYC (2026-11-30) whose timed
-# stage-2 step took REFERENCE_STEP_S: after training, the evaluation (950 test items), Whisper's reference and the
-# answers; during it, each validation (a few generated answers per task). Fixed seconds overestimated a faster
+# The parts of the run the ETA cannot time beforehand, measured on a 2-core AMD EPYC with AVX-512 (Zen 4,
+# 2026-12-06) whose timed stage-2 step without reading practice took REFERENCE_STEP_S: after training, the label
+# calibration, the evaluation (950 test items), the spelling figures, the answers and (when asked) Whisper's
+# reference; during it, each validation (a few generated answers per task). Fixed seconds overestimated a faster
 # CPU (23 min printed for a run of 14.7 on a 2-core AVX-512 Xeon), so plan_steps scales them by this machine's
 # timed stage-2 step over the reference's: the same model's arithmetic on the same cores.
-REFERENCE_STEP_S = 4.46
-# (label_calibration: 159 s measured on a 2-core AVX-512 EPYC whose step-without-reading was 4.72 s, scaled to the
-# reference: 2026-12-06)
-REFERENCE_AFTER_TRAINING_S = {"label_calibration": 150.0, "evaluation": 605.0, "whisper_reference": 110.0,
-                              "answers": 16.0}
+REFERENCE_STEP_S = 3.55
+REFERENCE_AFTER_TRAINING_S = {"label_calibration": 153.0, "evaluation": 405.0, "whisper_reference": 80.0,
+                              "spelling": 28.0, "answers": 11.0}
 REFERENCE_VALIDATION_S = 25.0
 
 
