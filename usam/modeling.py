@@ -76,6 +76,8 @@ class USAMModel(nn.Module):
         """`llm_device`: load the LLM's weights straight onto this device (the rest stays on the CPU until moved)."""
         super().__init__()
         self.config = config
+        # training forward: rows of very different lengths through the LLM in two passes (set_llm_row_groups)
+        self.llm_row_groups = True
         self.encoders = nn.ModuleDict({name: build_encoder(name, getattr(config, name), config.input_sample_rate)
                                        for name in config.enabled_encoders})
         for name, encoder in self.encoders.items():
@@ -125,6 +127,12 @@ class USAMModel(nn.Module):
             return get_peft_model(llm, _lora_config(self.config.llm.lora, task_type="CAUSAL_LM"))
         llm.requires_grad_(mode == "full")
         return llm
+
+    def set_llm_row_groups(self, enabled: bool) -> None:
+        """Whether a training forward may run the LLM twice, on its short rows and on its long ones, rather than once
+        on all rows padded to the longest. Off under ZeRO-3 with several ranks: every module call gathers its
+        partitioned parameters collectively, so every rank must call the LLM as often as the others."""
+        self.llm_row_groups = bool(enabled)
 
     def set_stage(self, stage: int) -> None:
         """Stage 1 trains the connector with the LLM frozen; stage 2 adds the LLM's own training mode."""
@@ -363,7 +371,7 @@ class USAMModel(nn.Module):
         Rows are independent in the LLM: the scores are those of one full pass."""
         embeds, attention_mask, labels = drop_unattended(embeds, attention_mask, labels)
         lengths = attention_mask.sum(1).tolist()
-        groups = length_groups(lengths)
+        groups = length_groups(lengths) if self.llm_row_groups else [list(range(len(lengths)))]
         parts = []
         for rows in groups:
             if len(groups) == 1:

@@ -269,6 +269,8 @@ class Trainer:
                                                                                    self.world, ds_config)
         save_only_trainable(self.engine, self.model)
         self.zero_stage = self.ds_config.get("zero_optimization", {}).get("stage", 0)
+        if self.zero_stage == 3 and self.world > 1:  # each rank must call the LLM as often as the others
+            self.model.set_llm_row_groups(False)
         self.device = self.engine.device
         self.logger = RunLogger(self.out, self.main, cfg.logging.tensorboard)
         self.valid = self._valid_entries()
