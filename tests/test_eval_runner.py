@@ -59,7 +59,7 @@ def test_batches_are_sorted_single_task_and_partition_the_items(data_root, synth
     settings = GenerationSettings(max_audio_seconds=4.0, max_batch_size=2)
     items = build_items(entries, synthetic_test, settings)
     assert items[6].instruction == QUESTIONS["count"] and items[0].instruction == "Transcribe the speech."
-    assert [it.max_new_tokens for it in items[:4]] == [200, 200, 200, 16]  # per-task budgets from the registry
+    assert [it.max_new_tokens for it in items[:4]] == [96, 96, 96, 16]  # per-task budgets from the registry
     seen = []
     for rank in range(2):
         batches = plan_batches(items, settings, DistContext(rank=rank, world_size=2))
