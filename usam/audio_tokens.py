@@ -23,10 +23,13 @@ from usam.config import AudioTokenSettings
 
 
 @torch.no_grad()
-def _frame_scores(ctc, tokens: torch.Tensor, embeddings: torch.Tensor, top_k: int | None):
+def _frame_scores(ctc, tokens: torch.Tensor, embeddings: torch.Tensor, top_k: int | None,
+                  logits: torch.Tensor | None = None):
     """(blank probability (C, N), best row incl. blank (C, N), top-k non-blank rows (C, N, k) or None) over the whole
-    vocabulary, without gradients: the full (C*N x V) product is the costly part, so it is not kept for backward."""
-    logits = ctc.logits(tokens, embeddings)  # (C, N, V + 1), blank last
+    vocabulary, without gradients: the full (C*N x V) product is the costly part, so it is not kept for backward.
+    logits: ctc.logits(tokens, embeddings) where the caller already has them."""
+    if logits is None:
+        logits = ctc.logits(tokens, embeddings)  # (C, N, V + 1), blank last
     vocab = embeddings.shape[0]
     top = None if top_k is None else logits[..., :vocab].topk(min(top_k, vocab), dim=-1).indices
     return logits.softmax(-1)[..., vocab], logits.argmax(-1), top
@@ -40,12 +43,15 @@ def _run_starts(best: torch.Tensor, mask: torch.Tensor, blank: int) -> torch.Ten
 
 
 def posterior_tokens(ctc, tokens: torch.Tensor, mask: torch.Tensor, embeddings: torch.Tensor,
-                     settings: AudioTokenSettings) -> tuple[torch.Tensor, torch.Tensor]:
+                     settings: AudioTokenSettings, logits: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """tokens (C, N, D) projector output, mask (C, N), embeddings (V, D) the LLM's input embeddings ->
-    (posterior tokens (C, N, D) in the embeddings' dtype, keep (C, N) bool: the frames the LLM attends to)."""
+    (posterior tokens (C, N, D) in the embeddings' dtype, keep (C, N) bool: the frames the LLM attends to).
+    logits: the CTC head's ctc.logits(tokens, embeddings) (C, N, V + 1) without gradients, where the caller
+    already computed them (inference reuses them for joint decoding and answer scores)."""
     vocab = embeddings.shape[0]
     table = embeddings.detach().float()
-    p_blank, best, top = _frame_scores(ctc, tokens, embeddings, settings.top_k)
+    p_blank, best, top = _frame_scores(ctc, tokens, embeddings, settings.top_k, logits)
     with torch.autocast(tokens.device.type, enabled=False):
         if settings.top_k is None:  # the whole vocabulary, with gradients through the full product
             weights = (ctc.logits(tokens, embeddings)[..., :vocab] / settings.temperature).softmax(-1)
