@@ -92,6 +92,44 @@ def test_a_batch_scores_as_each_sample_alone():
                                                   max_rows=1), together, atol=1e-3)
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_packed_answers_score_as_repeated_prompt_caches(attention):
+    """The packed continuation (every answer after one copy of the prompt's KV cache, behind a 4D mask) gives the
+    scores of K repeated caches, for answers of 1 to 7 tokens, in hybrid mode (whose inference reuses the CTC
+    head's logits) at CTC weights 0 and 0.4."""
+    model, processor = _model(**{"audio_tokens.mode": "hybrid"})
+    model.llm.config._attn_implementation = attention
+    assert model._takes_custom_masks()
+    clips, prompts = _clips()
+    end = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    answers = [[end], *_answers(processor)]  # the empty answer: its end token alone
+    assert sorted({len(a) for a in answers})[0] == 1 and max(len(a) for a in answers) >= 5
+    batch = processor(clips, prompts)
+    with torch.no_grad():
+        for weight in (0.0, 0.4):
+            packed = model.score_answers(**batch, answers=answers, ctc_weight=weight)
+            model._takes_custom_masks = lambda: False
+            repeated = model.score_answers(**batch, answers=answers, ctc_weight=weight)
+            del model._takes_custom_masks
+            assert packed.shape == (2, len(answers))
+            assert torch.allclose(packed, repeated, atol=1e-4), (packed, repeated)
+
+
+def test_inference_ctc_logits_equal_the_heads_own():
+    """Under no_grad the audio path keeps the CTC head's full logits, which joint decoding and answer scores
+    read; they are the head's logits of the same tokens (and training keeps none: it needs its own graph)."""
+    model, processor = _model(**{"audio_tokens.mode": "hybrid"})
+    clips, prompts = _clips()
+    batch = processor(clips, prompts)
+    args = (batch["input_ids"], batch["attention_mask"], batch["instruction_mask"], batch["audio"],
+            batch["audio_lengths"], batch["audio_sample_index"], None)
+    with torch.no_grad():
+        _, _, info = model._inputs_embeds(*args)
+        assert torch.equal(info["ctc_logits"], model.ctc.logits(info["tokens"], model._vocabulary_embeddings()))
+    _, _, trained = model._inputs_embeds(*args)
+    assert "ctc_logits" not in trained
+
+
 def test_bad_arguments_are_refused():
     from usam.evaluation.generation import GenerationSettings
 

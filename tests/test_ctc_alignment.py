@@ -135,3 +135,26 @@ def test_loss_settings_are_checked():
         USAMConfig(**_only_whisper(), loss={"lambda_ctc": -1.0}).validate()
     with pytest.raises(ValueError, match=r"loss.ctc_tasks: unknown task\(s\) \['speech'\]"):
         USAMConfig(**_only_whisper(), loss={"ctc_tasks": ["speech"]}).validate()
+
+
+def test_vocabulary_embeddings_are_what_the_llm_reads():
+    """The (V, D) table the CTC head and the posterior tokens score against: a plain embedding gives its weight
+    without copying it; an embedding whose forward scales its rows (as Gemma's does) is read through its forward."""
+    from conftest import make_tiny_model
+    from torch import nn
+
+    model, _ = make_tiny_model(**{"loss.lambda_ctc": 0.3})
+    table = model.llm.get_input_embeddings()
+    assert type(table) is nn.Embedding
+    rows = model._vocabulary_embeddings()
+    assert rows.data_ptr() == table.weight.data_ptr()
+    assert torch.equal(rows, table(torch.arange(table.num_embeddings)))
+
+    class Scaled(nn.Embedding):
+        def forward(self, ids):
+            return super().forward(ids) * 2.0
+
+    scaled = Scaled(table.num_embeddings, table.embedding_dim)
+    scaled.weight.data.copy_(table.weight.data)
+    model.llm.set_input_embeddings(scaled)
+    assert torch.allclose(model._vocabulary_embeddings(), 2.0 * table.weight)

@@ -111,3 +111,34 @@ def test_training_does_not_stat_every_audio_path(tmp_path, monkeypatch):
     entries, problems = read_entries(str(manifest))
     assert len(entries) == 5 and not problems
     assert not [c for c in calls if str(c).endswith(".wav")]
+
+
+def test_every_training_step_runs_in_training_mode_after_validations(tmp_path, monkeypatch):
+    """The loop switches the model to training mode only when it is not (at the start and after a validation):
+    every training forward still runs in training mode, every validation forward in eval mode."""
+    from usam.modeling import USAMModel
+    from usam.training.testing import tiny_train_config
+    from usam.training.trainer import train
+
+    train_manifest = write_corpus(tmp_path / "data", 12)
+    valid_manifest = write_corpus(tmp_path / "data", 4, seed=1, name="valid")
+    cfg = tiny_train_config(tmp_path / "run", train_manifest, valid_manifest,
+                            {"schedule.max_steps": 4, "logging.eval_every": 2, "logging.num_generate": 0})
+    modes = []
+    real_forward = USAMModel.forward
+
+    def recording_forward(self, *args, **kwargs):
+        now = [m.training for m in self.modules()]
+        self.train()  # what training mode is: frozen parts stay in eval (USAMModel.train)
+        wanted = [m.training for m in self.modules()]
+        for module, mode in zip(self.modules(), now):
+            module.training = mode
+        modes.append((torch.is_grad_enabled(), now == wanted, not any(now)))
+        return real_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(USAMModel, "forward", recording_forward)
+    train(cfg, progress=False)
+    steps = [as_trained for grad, as_trained, _ in modes if grad]
+    validations = [all_eval for grad, _, all_eval in modes if not grad]
+    assert len(steps) == 4 and all(steps)
+    assert validations and all(validations)  # a validation at step 2 and after the last step
