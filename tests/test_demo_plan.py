@@ -32,20 +32,20 @@ TWICE_AS_FAST = {name: s / 2 for name, s in REFERENCE.items()}
 def test_the_eta_scales_the_untimed_parts_with_the_machine(tmp_path, capsys):
     from usam.demo import eval_reserve_s, plan_steps
 
-    assert eval_reserve_s(REFERENCE) == pytest.approx(153 + 405 + 80 + 28 + 11)
+    assert eval_reserve_s(REFERENCE) == pytest.approx(121 + 420 + 80 + 30 + 9)
     assert eval_reserve_s(TWICE_AS_FAST) == pytest.approx(eval_reserve_s(REFERENCE) / 2)
     plan = DemoPlan.make(tmp_path, quick=False, steps=["align=500", "stage2=150"])
-    # the default plan: no Whisper reference (--whisper-reference); no label calibration (or no ranking): its 153 s
-    assert eval_reserve_s(REFERENCE, plan) == pytest.approx(153 + 405 + 28 + 11)
+    # the default plan: no Whisper reference (--whisper-reference); no label calibration (or no ranking): its 121 s
+    assert eval_reserve_s(REFERENCE, plan) == pytest.approx(121 + 420 + 30 + 9)
     assert eval_reserve_s(REFERENCE, DemoPlan.make(tmp_path, quick=False, whisper_reference=True)) == \
-        pytest.approx(153 + 405 + 80 + 28 + 11)
+        pytest.approx(121 + 420 + 80 + 30 + 9)
     assert eval_reserve_s(REFERENCE, DemoPlan.make(tmp_path, quick=False, label_calibration=False)) == \
-        pytest.approx(405 + 28 + 11)
+        pytest.approx(420 + 30 + 9)
     assert eval_reserve_s(REFERENCE, DemoPlan.make(tmp_path, quick=False, cls_mode="generate")) == \
-        pytest.approx(405 + 28 + 11)
+        pytest.approx(420 + 30 + 9)
     assert plan_steps(plan, REFERENCE, elapsed_s=0) == {"align": 500, "stage2": 150}  # no cap: the recipe
     slow = capsys.readouterr().out
-    # 500 x 0.21 + 150 x 5.39 s of steps and 4 validations of 25 s; then 597 s of calibration and evaluation
+    # 500 x 0.21 + 150 x 5.39 s of steps and 4 validations of 25 s; then 580 s of calibration and evaluation
     assert "training ETA 16.9 min, then about 10 min of evaluation" in slow
     assert "estimate from this machine's timed steps" in slow
     plan_steps(plan, TWICE_AS_FAST, elapsed_s=0)
@@ -57,8 +57,8 @@ def test_minutes_cuts_every_stage_in_proportion_on_any_machine(tmp_path):
 
     capped = DemoPlan.make(tmp_path, quick=False, minutes=20, steps=["align=500", "stage2=150"])
     steps = plan_steps(capped, REFERENCE, elapsed_s=0)
-    # 20 min less 597 s of calibration and evaluation leaves 603 s for 1,014 s of training: both cut to 59%
-    assert steps == {"align": 297, "stage2": 89}
+    # 20 min less 580 s of calibration and evaluation leaves 620 s for 1,014 s of training: both cut to 61%
+    assert steps == {"align": 305, "stage2": 91}
     assert steps["align"] / 500 == pytest.approx(steps["stage2"] / 150, abs=0.01)
     # everything scales with the machine, so half the minutes on a machine twice as fast cuts the same steps
     half = DemoPlan.make(tmp_path, quick=False, minutes=10, steps=["align=500", "stage2=150"])

@@ -39,8 +39,8 @@ QUICK_STEPS = {"align": 6, "stage2": 10}
 # CPU (23 min printed for a run of 14.7 on a 2-core AVX-512 Xeon), so plan_steps scales them by this machine's
 # timed stage-2 step over the reference's: the same model's arithmetic on the same cores.
 REFERENCE_STEP_S = 3.55
-REFERENCE_AFTER_TRAINING_S = {"label_calibration": 153.0, "evaluation": 405.0, "whisper_reference": 80.0,
-                              "spelling": 28.0, "answers": 11.0}
+REFERENCE_AFTER_TRAINING_S = {"label_calibration": 121.0, "evaluation": 420.0, "whisper_reference": 80.0,
+                              "spelling": 30.0, "answers": 9.0}
 REFERENCE_VALIDATION_S = 25.0
 
 

@@ -549,8 +549,8 @@ class USAMModel(nn.Module):
         """What _answer_log_likelihoods gives, with the K answers packed side by side after each prompt instead of
         K copies of its KV cache: the prompt's cache stays (B, L), and one pass reads each answer's tokens but its
         last (whose prediction no score uses), each attending to the prompt and to its own earlier tokens
-        through a 4D mask. 22 labels of 1-3 tokens: about 30 positions a sample instead of 22 x 4 rows (2-core
-        EPYC, 2026-12-06: a batch of 8 music clips 7.7 -> 4.6 s, docs/evaluation.md)."""
+        through a 4D mask. The demo's 22 labels (1-3 tokens and the end token): 47 positions a sample instead of 22
+        rows of 4 (2-core EPYC, 2026-12-06: 8 ten-second music clips 7.3 -> 5.1 s, docs/evaluation.md)."""
         n_samples, n_answers = embeds.shape[0], ids.shape[0]
         device = embeds.device
         lengths = valid.sum(1)  # (K,) tokens of each answer, its end included
