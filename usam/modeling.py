@@ -225,7 +225,9 @@ class USAMModel(nn.Module):
         embedding whose forward scales its rows (Gemma's) is read as the LLM reads it. (The lookup of every row
         copies the table: 113 MB for SmolLM2, 37 ms of a 0.4 s alignment step on 2 CPU cores.)"""
         table = self.llm.get_input_embeddings()
-        if type(table) is nn.Embedding and not hasattr(table.weight, "ds_id"):
+        # ZeRO-3 swaps a module's parameter dict for one that gathers a weight when it is read: test the dict's
+        # type first, so that reading .weight here never gathers outside the module's own forward
+        if type(table) is nn.Embedding and type(table._parameters) is dict and not hasattr(table.weight, "ds_id"):
             return table.weight
         return table(torch.arange(table.num_embeddings, device=self.device))
 
