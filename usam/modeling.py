@@ -543,6 +543,15 @@ class USAMModel(nn.Module):
             return scores
         return (1 - ctc_weight) * scores + ctc_weight * self._ctc_answer_scores(info, n_samples, answers)
 
+    def _prompt_pass(self, embeds, attention_mask):
+        """Left-padded prompts (B, L, D) through the LLM -> (its output, logits of the last position only; its KV
+        cache; the position ids (B, L))."""
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        prompt = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions, use_cache=True,
+                          logits_to_keep=1)
+        cache = prompt["cache"] if "cache" in prompt else prompt.past_key_values  # named cache from transformers 5.x
+        return prompt, cache, positions
+
     def _takes_custom_masks(self) -> bool:
         """Whether the LLM's attention takes a custom 4D mask (SDPA and eager do; FlashAttention-2 does not)."""
         return getattr(self.llm.config, "_attn_implementation", None) in ("sdpa", "eager")
@@ -555,10 +564,7 @@ class USAMModel(nn.Module):
         rows of 4 (2-core EPYC, 2026-12-06: 8 ten-second music clips 7.3 -> 5.1 s, docs/evaluation.md)."""
         n_samples, n_answers = embeds.shape[0], ids.shape[0]
         device = embeds.device
-        lengths = valid.sum(1)  # (K,) tokens of each answer, its end included
-        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        prompt = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions, use_cache=True,
-                          logits_to_keep=1)
+        prompt, cache, positions = self._prompt_pass(embeds, attention_mask)
         first = prompt.logits[:, -1].float().log_softmax(-1)  # (B, V): each answer's first token
         scores = first[:, ids[:, 0]]  # (B, K)
         fed = valid[:, 1:]  # (K, A - 1): the inputs are each answer's tokens but its last
@@ -567,7 +573,6 @@ class USAMModel(nn.Module):
         owner = torch.arange(n_answers, device=device)[:, None].expand_as(fed)[fed]  # (S,) answer of each input
         depth = torch.arange(fed.shape[1], device=device)[None].expand_as(fed)[fed]  # (S,) its place in the answer
         inputs, targets = ids[:, :-1][fed], ids[:, 1:][fed]  # (S,) an answer's token and the one after it
-        cache = prompt["cache"] if "cache" in prompt else prompt.past_key_values
         # (B, 1, S, L + S): every prompt position the prompt attends, then the same answer's tokens up to this one
         own = (owner[:, None] == owner[None, :]) & (depth[None, :] <= depth[:, None])
         allowed = torch.cat([attention_mask.bool()[:, None, :].expand(-1, len(owner), -1),
@@ -584,10 +589,7 @@ class USAMModel(nn.Module):
         """Prompts (B, L, D) with their mask (B, L), answers ids / valid (K, A) -> (B, K) sum of log p of the
         answers' tokens."""
         n_samples, n_answers, longest = embeds.shape[0], ids.shape[0], ids.shape[1]
-        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        prompt = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions, use_cache=True,
-                          logits_to_keep=1)
-        cache = prompt["cache"] if "cache" in prompt else prompt.past_key_values  # named cache from transformers 5.x
+        prompt, cache, positions = self._prompt_pass(embeds, attention_mask)
         cache.batch_repeat_interleave(n_answers)  # row b * K + k: sample b, answer k
         ids, valid = ids.repeat(n_samples, 1), valid.repeat(n_samples, 1)  # (B*K, A)
         mask = torch.cat([attention_mask.repeat_interleave(n_answers, 0), valid.to(attention_mask.dtype)], 1)
