@@ -197,3 +197,90 @@ def test_batch_generator_decodes_jointly_only_the_samples_of_ctc_tasks():
     assert settings.as_dict()["ctc_tasks"] == ["asr"]
     with pytest.raises(ValueError, match="ctc_weight must be in"):
         GenerationSettings(ctc_weight=2.0)
+
+
+def test_greedy_spellings_merge_repeats_drop_blanks_and_padding():
+    from usam.joint_decoding import greedy_spellings
+
+    blank = 3
+    best = torch.tensor([[0, 0, 3, 0, 1, 1, 3, 3], [2, 3, 2, 2, 3, 3, 3, 3]])  # row 1: padding frames are blank
+    x = torch.full((2, 8, 4), -9.0).scatter(-1, best[..., None], 0.0)
+    assert greedy_spellings(x, blank) == [[0, 0, 1], [2, 2]]
+
+
+@pytest.mark.parametrize("answer", [(), (0,), (1, 1), (2, 0, 1)])
+def test_sequence_log_probs_match_a_sum_over_every_path(answer):
+    from usam.joint_decoding import sequence_log_probs
+
+    torch.manual_seed(2)
+    T, V = 5, 3
+    x = torch.randn(1, T, V + 1).log_softmax(-1).double()
+    want = _brute_force(x[0], V).get(answer, 0.0)
+    got = sequence_log_probs(x, torch.tensor([T]), [[list(answer)]], blank=V)
+    assert got.shape == (1, 1) and got.exp().item() == pytest.approx(want, rel=1e-6, abs=1e-12)
+
+
+def _joint_score(model, processor, clip, prompt, answer, weight):
+    """The joint score of one whole answer (with its end token) by score_answers, an independent path."""
+    with torch.no_grad():
+        return model.score_answers(**processor([clip], [prompt]), answers=[answer], ctc_weight=weight)[0, 0].item()
+
+
+def test_rescoring_keeps_the_better_of_the_decoded_answer_and_the_spelling():
+    """Per sample, the rescored answer is whichever of the search's answer and the greedy CTC spelling scores
+    higher as a whole answer (checked through score_answers); without rescoring generate is the search alone."""
+    model, processor = _ctc_model()
+    clips, prompts = _clips()
+    batch = processor(clips, prompts)
+    end_ids = {model.tokenizer.eos_token_id, model.tokenizer.convert_tokens_to_ids("<|im_end|>")}
+    vocab = model.llm.get_input_embeddings().num_embeddings  # every token a candidate, so the searches end
+    chosen = {"searched": 0, "spelled": 0}
+    for scale, weight in itertools.product((3.0, 400.0), (0.3, 0.9)):  # flat CTC posteriors to sharp ones
+        with torch.no_grad():
+            model.ctc.log_scale.fill_(torch.log(torch.tensor(scale)))
+            spelled = model.ctc_transcribe(**batch)
+            searched = model.generate(**batch, max_new_tokens=40, ctc_weight=weight, ctc_candidates=vocab,
+                                      ctc_rescore=False)
+            rescored = model.generate(**batch, max_new_tokens=40, ctc_weight=weight, ctc_candidates=vocab)
+        for row in range(2):
+            said = searched[row].tolist()
+            end = next((i for i, t in enumerate(said) if t in end_ids), None)
+            if end is None:  # an unfinished answer is not rescored
+                assert rescored[row].tolist()[: len(said)] == said
+                chosen["unfinished"] = chosen.get("unfinished", 0) + 1
+                continue
+            said = said[: end + 1]
+            spelt = spelled[row] + [said[-1]]
+            got = rescored[row].tolist()[: max(len(said), len(spelt))]
+            scores = [_joint_score(model, processor, clips[row], prompts[row], a, weight) for a in (said, spelt)]
+            best = spelt if scores[1] > scores[0] else said
+            assert got[: len(best)] == best
+            chosen["spelled" if best is spelt and spelt != said else "searched"] += 1
+    assert chosen["spelled"] and chosen["searched"] and "unfinished" not in chosen  # both outcomes were exercised
+
+
+def test_rescoring_of_a_batch_equals_each_sample_alone():
+    model, processor = _ctc_model()
+    clips, prompts = _clips()
+    joint = {"max_new_tokens": 20, "ctc_weight": 0.3,
+             "ctc_candidates": model.llm.get_input_embeddings().num_embeddings}
+    with torch.no_grad():
+        model.ctc.log_scale.fill_(torch.log(torch.tensor(3.0)))  # flat posteriors: one sample takes its spelling
+        together = model.generate(**processor(clips, prompts), **joint)
+        assert together.tolist() != model.generate(**processor(clips, prompts), **joint, ctc_rescore=False).tolist()
+        for row in range(2):
+            alone = model.generate(**processor([clips[row]], [prompts[row]]), **joint)
+            assert together[row, : alone.shape[1]].tolist() == alone[0].tolist()
+
+
+def test_eval_cli_turns_rescoring_off():
+    import argparse
+
+    from usam.commands.eval import add_generation_arguments, settings_from_args
+
+    parser = argparse.ArgumentParser()
+    add_generation_arguments(parser)
+    on = settings_from_args(parser.parse_args(["--ctc-weight", "0.5"]))
+    off = settings_from_args(parser.parse_args(["--ctc-weight", "0.5", "--no-ctc-rescore"]))
+    assert on.ctc_rescore and not off.ctc_rescore
+    assert on.joint_kwargs(["asr"], 1)["ctc_rescore"] and not off.joint_kwargs(["asr"], 1)["ctc_rescore"]

@@ -150,3 +150,30 @@ class CTCJointLogitsProcessor(LogitsProcessor):
         for b in set(sample):
             self.states[b] = fresh[b]
         return out
+
+
+def greedy_spellings(log_probs: torch.Tensor, blank: int) -> list[list[int]]:
+    """What each sample's frames spell on their best path: log_probs (B, T, V + 1) from clip_log_probs (padding
+    frames emit the blank) -> B lists of token ids, repeats merged and blanks dropped."""
+    best = log_probs.argmax(-1)  # (B, T)
+    changed = torch.ones_like(best, dtype=torch.bool)
+    changed[:, 1:] = best[:, 1:] != best[:, :-1]
+    keep = changed & (best != blank)
+    return [row[k].tolist() for row, k in zip(best, keep)]
+
+
+def sequence_log_probs(log_probs: torch.Tensor, lengths: torch.Tensor, answers: list[list[list[int]]],
+                       blank: int) -> torch.Tensor:
+    """log p_CTC of whole token sequences: log_probs (B, T, V + 1) and frame counts (B,) from clip_log_probs,
+    answers: per sample, K token lists (no end token) -> (B, K). CTC's forward reads only the emissions of the
+    target tokens and the blank, so only the answers' columns are kept: (B, T, U + 1) instead of (B, T, V + 1)."""
+    n_samples, n_answers = len(answers), len(answers[0])
+    columns = sorted({t for per_sample in answers for a in per_sample for t in a})
+    where = {t: i for i, t in enumerate(columns)}
+    kept = log_probs[..., torch.tensor([*columns, blank], device=log_probs.device)]
+    flat = torch.tensor([where[t] for per_sample in answers for a in per_sample for t in a], dtype=torch.long)
+    target_lengths = torch.tensor([len(a) for per_sample in answers for a in per_sample])
+    frames = kept.repeat_interleave(n_answers, 0).transpose(0, 1)  # (T, B*K, U + 1)
+    scores = -torch.nn.functional.ctc_loss(frames, flat.to(frames.device), lengths.repeat_interleave(n_answers),
+                                           target_lengths.to(frames.device), blank=len(columns), reduction="none")
+    return scores.view(n_samples, n_answers)

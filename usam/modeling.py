@@ -469,13 +469,14 @@ class USAMModel(nn.Module):
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, audio=None, audio_lengths=None,
                  audio_sample_index=None, instruction_mask=None, encoder_outputs=None, max_new_tokens: int = 128,
                  ctc_weight: float = 0.0, ctc_candidates: int = 16, ctc_samples: torch.Tensor | None = None,
-                 **generate_kwargs) -> torch.Tensor:
+                 ctc_rescore: bool = True, **generate_kwargs) -> torch.Tensor:
         """Batched generation from left-padded prompts with the KV cache. Returns only the new tokens (B, T_new).
 
         ctc_weight > 0: joint CTC / LLM decoding (usam/joint_decoding.py) of the samples flagged in ctc_samples (B,)
         bool (default all): the LLM's ctc_candidates best next tokens are rescored with the prefix probability of
         what the sample's audio tokens spell. For answers that spell the audio (transcripts, labels); needs the CTC
-        head (loss.lambda_ctc > 0)."""
+        head (loss.lambda_ctc > 0). ctc_rescore: then keep, per sample, the better of the decoded answer and the
+        audio tokens' greedy CTC spelling under the same joint score (_rescore_with_spelling)."""
         for key in ("labels", "answer_mask", "tasks"):
             generate_kwargs.pop(key, None)
         reading = {k: generate_kwargs.pop(k, None)
@@ -493,15 +494,23 @@ class USAMModel(nn.Module):
         if not generate_kwargs["do_sample"]:
             generate_kwargs.pop("temperature", None)
             generate_kwargs.pop("top_p", None)
-        if ctc_weight > 0:
-            processor = self._ctc_joint_processor(info, input_ids.shape[0], ctc_weight, ctc_candidates, ctc_samples,
-                                                  eos, generate_kwargs.get("num_beams", 1))
-            if processor is not None:
-                generate_kwargs["logits_processor"] = LogitsProcessorList(
-                    [*generate_kwargs.get("logits_processor", []), processor])
-        return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
-                                 pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(eos),
-                                 **generate_kwargs)
+        joint = self._joint_log_probs(info, input_ids.shape[0], ctc_samples) if ctc_weight > 0 else None
+        if joint is not None:
+            from usam.joint_decoding import CTCJointLogitsProcessor
+
+            log_probs, _, active = joint
+            processor = CTCJointLogitsProcessor(log_probs, active, ctc_weight, eos, blank=log_probs.shape[-1] - 1,
+                                                candidates=ctc_candidates,
+                                                num_beams=generate_kwargs.get("num_beams", 1))
+            generate_kwargs["logits_processor"] = LogitsProcessorList(
+                [*generate_kwargs.get("logits_processor", []), processor])
+        new_ids = self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                                    pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(eos),
+                                    **generate_kwargs)
+        if joint is not None and ctc_rescore:
+            new_ids = self._rescore_with_spelling(embeds, attention_mask, joint, new_ids, ctc_weight, eos,
+                                                  max_new_tokens)
+        return new_ids
 
     @torch.no_grad()
     def score_answers(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, answers: list[list[int]],
@@ -586,12 +595,15 @@ class USAMModel(nn.Module):
         return scores.index_add(1, owner, token_scores)
 
     def _answer_log_likelihoods(self, embeds, attention_mask, ids, valid) -> torch.Tensor:
-        """Prompts (B, L, D) with their mask (B, L), answers ids / valid (K, A) -> (B, K) sum of log p of the
-        answers' tokens."""
-        n_samples, n_answers, longest = embeds.shape[0], ids.shape[0], ids.shape[1]
+        """Prompts (B, L, D) with their mask (B, L), answers ids / valid (K, A), the same for every prompt, or
+        (B, K, A), each prompt its own -> (B, K) sum of log p of the answers' tokens."""
+        n_samples = embeds.shape[0]
+        if ids.dim() == 2:
+            ids, valid = ids.expand(n_samples, -1, -1), valid.expand(n_samples, -1, -1)
+        n_answers, longest = ids.shape[1], ids.shape[2]
         prompt, cache, positions = self._prompt_pass(embeds, attention_mask)
         cache.batch_repeat_interleave(n_answers)  # row b * K + k: sample b, answer k
-        ids, valid = ids.repeat(n_samples, 1), valid.repeat(n_samples, 1)  # (B*K, A)
+        ids, valid = ids.reshape(-1, longest), valid.reshape(-1, longest)  # (B*K, A)
         mask = torch.cat([attention_mask.repeat_interleave(n_answers, 0), valid.to(attention_mask.dtype)], 1)
         steps = positions[:, -1:].repeat_interleave(n_answers, 0) + torch.arange(1, longest + 1, device=ids.device)
         rest = self.llm(input_ids=ids, attention_mask=mask, position_ids=steps, use_cache=True,
@@ -609,7 +621,7 @@ class USAMModel(nn.Module):
     def _ctc_answer_scores(self, info, n_samples: int, answers: list[list[int]]) -> torch.Tensor:
         """(B, K) log p_CTC of each answer's tokens but its last (the end token) over each sample's clips; a sample
         without audio scores 0."""
-        from usam.joint_decoding import clip_log_probs
+        from usam.joint_decoding import clip_log_probs, sequence_log_probs
 
         out = torch.zeros(n_samples, len(answers), device=self.device)
         if info is None:
@@ -618,27 +630,18 @@ class USAMModel(nn.Module):
         blank = table.shape[0]
         log_probs, lengths = clip_log_probs(self._info_ctc_logits(info, table), info["mask"],
                                             info["sample_index"], n_samples, blank=blank)
-        # CTC's forward reads only the emissions of the target tokens and the blank, so the columns of the answers'
-        # tokens suffice: (B, T, U + 1) instead of (B, T, V + 1) for every answer
-        targets = [a[:-1] for a in answers]
-        columns = sorted({t for a in targets for t in a})
-        where = {t: i for i, t in enumerate(columns)}
-        kept = log_probs[..., torch.tensor([*columns, blank], device=log_probs.device)]
-        flat = torch.tensor([where[t] for _ in range(n_samples) for a in targets for t in a], dtype=torch.long)
-        target_lengths = torch.tensor([len(a) for a in targets] * n_samples)
-        frames = kept.repeat_interleave(len(answers), 0).transpose(0, 1)  # (T, B*K, U + 1)
-        scores = -nn.functional.ctc_loss(frames, flat.to(frames.device), lengths.repeat_interleave(len(answers)),
-                                         target_lengths.to(frames.device), blank=len(columns), reduction="none")
+        scores = sequence_log_probs(log_probs, lengths, [[a[:-1] for a in answers]] * n_samples, blank)
         with_audio = torch.zeros(n_samples, dtype=torch.bool, device=out.device)
         with_audio[info["sample_index"]] = True
-        return torch.where(with_audio[:, None], scores.view(n_samples, len(answers)), out)
+        return torch.where(with_audio[:, None], scores, out)
 
-    def _ctc_joint_processor(self, info, n_samples, weight, candidates, samples, end_ids, num_beams):
-        """The joint-decoding logits processor for the prompt's audio (info from _inputs_embeds), or None when no
-        flagged sample has audio."""
+    def _joint_log_probs(self, info, n_samples, samples):
+        """Joint decoding's inputs for the prompt's audio (info from _inputs_embeds): (per-sample CTC log-probabilities
+        (B, T, V + 1), frame counts (B,), the samples decoded jointly (B,) bool), or None when no flagged sample
+        (samples (B,) bool, None: all) has audio."""
         if self.ctc is None:
             raise ValueError("ctc_weight > 0 needs the CTC alignment head (loss.lambda_ctc > 0)")
-        from usam.joint_decoding import CTCJointLogitsProcessor, clip_log_probs
+        from usam.joint_decoding import clip_log_probs
 
         if info is None:
             return None
@@ -649,10 +652,50 @@ class USAMModel(nn.Module):
         if not bool(active.any()):
             return None
         table = self._vocabulary_embeddings()
-        log_probs, _ = clip_log_probs(self._info_ctc_logits(info, table), info["mask"], info["sample_index"],
-                                      n_samples, blank=table.shape[0])
-        return CTCJointLogitsProcessor(log_probs, active.to(log_probs.device), weight, end_ids, blank=table.shape[0],
-                                       candidates=candidates, num_beams=num_beams)
+        log_probs, lengths = clip_log_probs(self._info_ctc_logits(info, table), info["mask"], info["sample_index"],
+                                            n_samples, blank=table.shape[0])
+        return log_probs, lengths, active.to(log_probs.device)
+
+    def _rescore_with_spelling(self, embeds, attention_mask, joint, new_ids, weight, end_ids, max_new_tokens):
+        """Joint decoding's final choice. Each jointly decoded answer (new_ids (B, T_new), rows of joint's active
+        samples that ended) is set against what the sample's audio tokens spell on their best CTC path, and both
+        are scored as whole answers the way the search scores them, (1 - w) log p_LLM + w log p_CTC (score_answers);
+        the better one is kept. A greedy search that the LLM led away from the spelling in its first words cannot
+        return to it; here the spelling is heard as a whole (two-pass rescoring, as in WeNet, the other way round).
+        Prompts embeds (B, L, D), attention_mask (B, L) as generation read them. -> new ids (B, T') padded."""
+        from usam.joint_decoding import greedy_spellings, sequence_log_probs
+
+        log_probs, lengths, active = joint
+        blank = log_probs.shape[-1] - 1
+        spellings = greedy_spellings(log_probs, blank)
+        rows = [r for r in new_ids.tolist()]
+        chosen, pairs = [], []
+        for b, row in enumerate(rows):
+            end = next((i for i, t in enumerate(row) if t in end_ids), None)
+            if not bool(active[b]) or end is None:
+                continue
+            said, spelt = row[: end + 1], spellings[b] + [row[end]]
+            if spelt != said and len(spelt) <= max_new_tokens:
+                chosen.append(b)
+                pairs.append((said, spelt))
+        if not chosen:
+            return new_ids
+        index = torch.tensor(chosen, device=embeds.device)
+        longest = max(len(a) for pair in pairs for a in pair)
+        ids = torch.zeros(len(chosen), 2, longest, dtype=torch.long, device=embeds.device)
+        valid = torch.zeros_like(ids, dtype=torch.bool)
+        for i, pair in enumerate(pairs):
+            for k, a in enumerate(pair):
+                ids[i, k, : len(a)] = torch.tensor(a, device=embeds.device)
+                valid[i, k, : len(a)] = True
+        llm = self._answer_log_likelihoods(embeds[index], attention_mask[index], ids, valid)  # (R, 2)
+        ctc = sequence_log_probs(log_probs[index], lengths[index], [[a[:-1] for a in pair] for pair in pairs], blank)
+        better = ((1 - weight) * llm + weight * ctc.to(llm.device)).argmax(-1).tolist()
+        for b, pair, k in zip(chosen, pairs, better):
+            rows[b] = pair[k]
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        return torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=new_ids.dtype, device=new_ids.device)
 
     # -- save / load ----------------------------------------------------------------------------------------
     def _saved_state(self, everything: bool = False) -> dict[str, torch.Tensor]:

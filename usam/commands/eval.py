@@ -36,6 +36,10 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--ctc-tasks", default="asr",
                    help="with --ctc-weight: comma-separated tasks decoded jointly, whose answers spell the audio "
                    "(default asr)")
+    g.add_argument("--no-ctc-rescore", dest="ctc_rescore", action="store_false",
+                   help="with --ctc-weight: keep each jointly decoded answer as the search left it. By default the "
+                   "answer is compared, under the same joint score, with what the audio tokens spell on their best "
+                   "CTC path, and the better of the two is kept")
     g.add_argument("--cls-mode", choices=CLS_MODES, default="generate",
                    help="classification: 'generate' writes an answer and maps it onto the label set (default); "
                    "'rank' scores every label of the set as the answer and takes the best (joint with the CTC head "
@@ -90,7 +94,7 @@ def settings_from_args(args):
                               max_audio_seconds=args.max_audio_seconds, max_batch_size=args.batch_size,
                               max_new_tokens=args.max_new_tokens, ctc_weight=args.ctc_weight,
                               ctc_candidates=args.ctc_candidates, cls_mode=args.cls_mode,
-                              cls_ctc_weight=args.cls_ctc_weight,
+                              cls_ctc_weight=args.cls_ctc_weight, ctc_rescore=args.ctc_rescore,
                               ctc_tasks=tuple(t.strip() for t in args.ctc_tasks.split(",") if t.strip()))
 
 

@@ -28,6 +28,9 @@ class GenerationSettings:
     ctc_weight: float = 0.0
     ctc_candidates: int = 16          # the LLM's best next tokens rescored per step
     ctc_tasks: tuple = ("asr",)
+    # with ctc_weight: keep the better of each decoded answer and its audio tokens' greedy CTC spelling under the
+    # same joint score (USAMModel.generate's ctc_rescore)
+    ctc_rescore: bool = True
     # cls: "generate" writes an answer that is then mapped onto the label set; "rank" scores every label of the
     # set as the answer (model.score_answers, joint with the CTC head when cls is one of ctc_tasks) and takes the
     # best, so every answer is a label
@@ -82,7 +85,7 @@ class GenerationSettings:
         if not any(chosen):
             return {}
         return {"ctc_weight": self.ctc_weight, "ctc_candidates": self.ctc_candidates,
-                "ctc_samples": torch.tensor(chosen)}
+                "ctc_samples": torch.tensor(chosen), "ctc_rescore": self.ctc_rescore}
 
     def as_dict(self) -> dict:
         out = dataclasses.asdict(self)
