@@ -24,9 +24,11 @@ def test_demo_quick_end_to_end(tmp_path):
     assert {"asr_wer", "sound_accuracy", "instrument_accuracy"} <= set(figures["test"])
     assert {"asr_wer", "whisper_reference_wer", "asr_ctc_wer"} <= set(figures["general"])
     assert 0 <= figures["general"]["asr_ctc_wer"]  # what the tokens spell, beside what the LLM wrote
+    assert 0 <= figures["general"]["asr_spelled_share"] <= 100  # and how many transcripts are that spelling
     # transcripts by joint CTC / LLM decoding, with the LLM alone scored beside them on the same clips
     generation = json.loads((out / "eval_general" / "metrics.json").read_text())["generation"]
     assert generation["ctc_weight"] == 0.5 and generation["ctc_tasks"] == ["asr", "cls"]
+    assert generation["ctc_rescore"] is True  # the search's answer set against the spelling
     # class labels by ranking the label set: every answer is a label
     timbre = json.loads((out / "eval_timbre" / "metrics.json").read_text())
     assert timbre["generation"]["cls_mode"] == "rank" and timbre["metrics"]["cls"]["unmapped_rate"] == 0

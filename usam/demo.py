@@ -575,11 +575,13 @@ def headline(plan: DemoPlan, results: dict[str, dict], data: Path, references: d
 
 def spelling_figures(plan: DemoPlan, model_dir: Path, data: Path) -> dict[str, dict]:
     """Per split with ASR items: what the audio tokens spell by greedy CTC, with no LLM (`asr_ctc_wer` against the
-    reference), and how much of it the generated transcript keeps (`asr_copy_wer`: the evaluation's predictions
-    against the spelling, over the clips whose tokens spell something). Costs a projector pass per clip."""
+    reference), how much of it the generated transcript keeps (`asr_copy_wer`: the evaluation's predictions
+    against the spelling, over the clips whose tokens spell something), and the share of transcripts that are the
+    spelling word for word (`asr_spelled_share`, %). Costs a projector pass per clip."""
     from usam.data import AudioDataset, read_manifest
     from usam.evaluation.runner import load_predictions
     from usam.metrics import compute_metrics, copy_fidelity
+    from usam.metrics.asr import text_normalizer
     from usam.modeling import USAMModel
     from usam.probes.copy import spell
     from usam.processing import USAMProcessor
@@ -604,6 +606,11 @@ def spelling_figures(plan: DemoPlan, model_dir: Path, data: Path) -> dict[str, d
         copied = copy_fidelity("asr", [said[e.key] for e in entries], spelt)
         if copied is not None:
             row["asr_copy_wer"] = copied
+        # the transcripts that are the spelling word for word (normalised): with joint decoding's rescoring, the
+        # clips where the spelling outscored the search's own answer, or the search found it
+        norm = text_normalizer()
+        same = sum(norm(said[e.key]) == norm(s) for e, s in zip(entries, spelt))
+        row["asr_spelled_share"] = 100.0 * same / len(spelt)
         out[split] = row
     return out
 
