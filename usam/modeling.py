@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import LogitsProcessorList
+from transformers import GenerationConfig, LogitsProcessorList
 from transformers.utils import ModelOutput
 
 from usam.align import align_streams
@@ -34,6 +34,7 @@ AUDIO_TOKEN_ID = -200  # placeholder id in input_ids, replaced by audio embeddin
 WEIGHTS_NAME = "usam_weights.safetensors"
 ADAPTER_DIR = "llm_adapter"
 LLM_DIR = "llm"
+GENERATION_CONFIG_NAME = "generation_config.json"
 
 
 @dataclass
@@ -97,6 +98,8 @@ class USAMModel(nn.Module):
                 rms = llm.get_input_embeddings().weight.float().pow(2).mean().sqrt()
                 self.projector.output_norm.weight.fill_(float(rms))
         self.llm = self._wrap_llm(llm, adapter_dir)
+        # generate()'s defaults; a saved folder's generation_config.json replaces them (from_pretrained)
+        self.generation_config = self.default_generation_config()
         if config.llm.gradient_checkpointing:
             # transformers 5 renamed the method (and its argument); older releases only have the first name
             if hasattr(self.llm, "activation_checkpointing_enable"):
@@ -467,10 +470,17 @@ class USAMModel(nn.Module):
     # -- generation -----------------------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, audio=None, audio_lengths=None,
-                 audio_sample_index=None, instruction_mask=None, encoder_outputs=None, max_new_tokens: int = 128,
-                 ctc_weight: float = 0.0, ctc_candidates: int = 16, ctc_samples: torch.Tensor | None = None,
-                 ctc_rescore: bool = True, **generate_kwargs) -> torch.Tensor:
-        """Batched generation from left-padded prompts with the KV cache. Returns only the new tokens (B, T_new).
+                 audio_sample_index=None, instruction_mask=None, encoder_outputs=None,
+                 generation_config: GenerationConfig | None = None, ctc_weight: float = 0.0, ctc_candidates: int = 16,
+                 ctc_samples: torch.Tensor | None = None, ctc_rescore: bool = True,
+                 **generate_kwargs) -> torch.Tensor:
+        """Batched generation from left-padded prompts with the KV cache. Returns only the new tokens (B, T_new)
+        (or transformers' output object with them as `sequences`, with return_dict_in_generate=True).
+
+        The settings are the model's `generation_config` (greedy, 128 new tokens, ending at EOS or <|im_end|>;
+        generation_config.json of a saved folder), then the fields a `generation_config` argument sets, then
+        keyword arguments (max_new_tokens, do_sample, num_beams, eos_token_id, ...); the other keywords
+        (streamer, logits_processor, stopping_criteria, ...) go to transformers' generate as they are.
 
         ctc_weight > 0: joint CTC / LLM decoding (usam/joint_decoding.py) of the samples flagged in ctc_samples (B,)
         bool (default all): the LLM's ctc_candidates best next tokens are rescored with the prefix probability of
@@ -487,30 +497,49 @@ class USAMModel(nn.Module):
                                                            audio_lengths, audio_sample_index, encoder_outputs,
                                                            **reading)
         embeds, attention_mask, _ = drop_unattended(embeds, attention_mask)  # the same prompts, fewer positions
-        eos = {self.tokenizer.eos_token_id}
-        if self.tokenizer.convert_tokens_to_ids("<|im_end|>") not in (None, self.tokenizer.unk_token_id):
-            eos.add(self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
-        generate_kwargs.setdefault("do_sample", False)
-        if not generate_kwargs["do_sample"]:
-            generate_kwargs.pop("temperature", None)
-            generate_kwargs.pop("top_p", None)
+        config, generate_kwargs = self._generation_settings(generation_config, generate_kwargs)
+        eos = config.eos_token_id
+        eos = {eos} if isinstance(eos, int) else set(eos or ())
         joint = self._joint_log_probs(info, input_ids.shape[0], ctc_samples) if ctc_weight > 0 else None
         if joint is not None:
             from usam.joint_decoding import CTCJointLogitsProcessor
 
             log_probs, _, active = joint
             processor = CTCJointLogitsProcessor(log_probs, active, ctc_weight, eos, blank=log_probs.shape[-1] - 1,
-                                                candidates=ctc_candidates,
-                                                num_beams=generate_kwargs.get("num_beams", 1))
+                                                candidates=ctc_candidates, num_beams=config.num_beams or 1)
             generate_kwargs["logits_processor"] = LogitsProcessorList(
                 [*generate_kwargs.get("logits_processor", []), processor])
-        new_ids = self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
-                                    pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(eos),
-                                    **generate_kwargs)
-        if joint is not None and ctc_rescore:
-            new_ids = self._rescore_with_spelling(embeds, attention_mask, joint, new_ids, ctc_weight, eos,
-                                                  max_new_tokens)
-        return new_ids
+        out = self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, generation_config=config,
+                                **generate_kwargs)
+        if joint is None or not ctc_rescore:
+            return out
+        new_ids = out if isinstance(out, torch.Tensor) else out.sequences
+        # (with return_dict_in_generate, `scores` and the like describe the search's answer, not a spelling kept)
+        new_ids = self._rescore_with_spelling(embeds, attention_mask, joint, new_ids, ctc_weight, eos,
+                                              config.max_new_tokens)
+        if isinstance(out, torch.Tensor):
+            return new_ids
+        out.sequences = new_ids
+        return out
+
+    def default_generation_config(self) -> GenerationConfig:
+        """Greedy, 128 new tokens, ending at the tokenizer's EOS or ChatML's <|im_end|>, padding with its pad."""
+        eos = {self.tokenizer.eos_token_id}
+        if self.tokenizer.convert_tokens_to_ids("<|im_end|>") not in (None, self.tokenizer.unk_token_id):
+            eos.add(self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
+        return GenerationConfig(do_sample=False, max_new_tokens=128, eos_token_id=sorted(i for i in eos if i is not None),
+                                pad_token_id=self.tokenizer.pad_token_id)
+
+    def _generation_settings(self, generation_config, generate_kwargs) -> tuple[GenerationConfig, dict]:
+        """(the settings of one generate call: the model's, then the fields the caller's GenerationConfig sets,
+        then the keyword arguments that are generation settings; the keyword arguments that are not)."""
+        config = copy.deepcopy(self.generation_config)
+        if generation_config is not None:
+            config.update(**{k: v for k, v in generation_config.to_diff_dict().items() if k != "transformers_version"})
+        rest = config.update(**generate_kwargs)
+        if not config.do_sample:  # sampling settings of a greedy call would only raise transformers' warnings
+            config.temperature = config.top_p = config.top_k = None
+        return config, rest
 
     @torch.no_grad()
     def score_answers(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, answers: list[list[int]],
@@ -770,6 +799,7 @@ class USAMModel(nn.Module):
         save_file(self._saved_state(), str(directory / WEIGHTS_NAME))
         config.save_pretrained(directory)
         config.to_yaml(directory / "usam.yaml")
+        self.generation_config.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
 
     def merge_lora_for_inference(self) -> "USAMModel":
@@ -798,6 +828,7 @@ class USAMModel(nn.Module):
         save_file(self._saved_state(everything=True), str(directory / WEIGHTS_NAME))
         config.save_pretrained(directory)
         config.to_yaml(directory / "usam.yaml")
+        self.generation_config.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
 
     @classmethod
@@ -818,6 +849,8 @@ class USAMModel(nn.Module):
         adapter = directory / ADAPTER_DIR
         model = cls(config, adapter_dir=adapter if adapter.exists() and config.llm.train == "lora" else None)
         model.load_trained_weights(directory)
+        if (directory / GENERATION_CONFIG_NAME).exists():  # folders saved before it was written have none
+            model.generation_config = GenerationConfig.from_pretrained(directory)
         return model
 
     def load_trained_weights(self, directory: str | Path, strict: bool = True) -> list[str]:
