@@ -229,3 +229,21 @@ def test_a_training_process_loads_the_llm_onto_its_own_device(tmp_path, monkeypa
     assert seen == [{"": "cpu"}, None]
     for (name, a), (_, b) in zip(on_device.state_dict().items(), on_host.state_dict().items()):
         assert a.device.type == "cpu" and torch.equal(a, b), name
+
+
+def test_from_pretrained_takes_dtype_attention_and_one_device(tmp_path):
+    from usam import USAMModel
+
+    model, processor = make_tiny_model()
+    model.save_pretrained(tmp_path / "m")
+    half = USAMModel.from_pretrained(tmp_path / "m", dtype=torch.bfloat16, attn_implementation="eager",
+                                     device_map="cpu").eval()
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    assert half.llm.config._attn_implementation == "eager" and half.device == torch.device("cpu")
+    with torch.no_grad():
+        assert half.generate(**processor([tone(1.0)], ["Describe the sound."]), max_new_tokens=3).shape == (1, 3)
+    assert {p.dtype for p in USAMModel.from_pretrained(tmp_path / "m", dtype="auto").parameters()} == {torch.float32}
+    with pytest.raises(ValueError, match="dtype must be"):
+        USAMModel.from_pretrained(tmp_path / "m", dtype="int8")
+    with pytest.raises(ValueError, match="one device for the whole model"):
+        USAMModel.from_pretrained(tmp_path / "m", device_map={"llm": 0})

@@ -65,6 +65,29 @@ def _cache_keyword(llm) -> str:
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
+def _dtype_name(dtype) -> str | None:
+    """from_pretrained's dtype (torch.bfloat16, "bfloat16", "auto", None) -> a float dtype's name, or None."""
+    if dtype is None or dtype == "auto":
+        return None
+    name = str(dtype).removeprefix("torch.")
+    if name not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"dtype must be float32, bfloat16, float16 or auto, got {dtype!r}")
+    return name
+
+
+def _single_device(device_map) -> torch.device | None:
+    """from_pretrained's device_map: one device for the whole model (its parts hand tensors to each other without
+    moving them, so a map that splits it across devices would fail in the forward)."""
+    if device_map is None:
+        return None
+    if isinstance(device_map, dict):
+        raise ValueError("device_map: give one device for the whole model (\"cpu\", \"cuda:0\", \"auto\"); "
+                         "per-module maps are not supported")
+    if device_map == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device_map)
+
+
 def _lora_config(settings, **extra):
     from peft import LoraConfig
 
@@ -832,11 +855,22 @@ class USAMModel(nn.Module):
         self.tokenizer.save_pretrained(directory)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, **overrides) -> "USAMModel":
+    def from_pretrained(cls, directory: str | Path, *, dtype=None, attn_implementation: str | None = None,
+                        device_map=None, **overrides) -> "USAMModel":
+        """A saved folder. dtype: a torch dtype or its name for every weight ("auto" or None: the config's LLM
+        dtype, the rest fp32); attn_implementation: the LLM's attention kernel (sdpa, eager, flash_attention_2);
+        device_map: one device for the whole model ("cpu", "cuda:1", a torch.device, or "auto": the first GPU when
+        there is one); overrides: dotted config keys ("llm.train": "frozen")."""
         directory = Path(directory)
         if not (directory / "config.json").exists():
             raise FileNotFoundError(f"{directory}: no config.json (not a U-SAM model folder)")
+        dtype = _dtype_name(dtype)
+        device = _single_device(device_map)
         config = USAMConfig.from_pretrained(directory)
+        if dtype is not None:
+            config.llm.dtype = dtype
+        if attn_implementation is not None:
+            config.llm.attn_implementation = attn_implementation
         for section in ("llm", "whisper", "beats", "mert"):
             s = getattr(config, section)
             if s.name_or_path and (directory / s.name_or_path).exists():
@@ -847,8 +881,11 @@ class USAMModel(nn.Module):
             section, key = dotted.split(".", 1)
             setattr(getattr(config, section), key, value)
         adapter = directory / ADAPTER_DIR
-        model = cls(config, adapter_dir=adapter if adapter.exists() and config.llm.train == "lora" else None)
+        model = cls(config, adapter_dir=adapter if adapter.exists() and config.llm.train == "lora" else None,
+                    llm_device=device)
         model.load_trained_weights(directory)
+        if dtype is not None or device is not None:
+            model.to(device=device, dtype=None if dtype is None else getattr(torch, dtype))
         if (directory / GENERATION_CONFIG_NAME).exists():  # folders saved before it was written have none
             model.generation_config = GenerationConfig.from_pretrained(directory)
         return model
