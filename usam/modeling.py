@@ -550,8 +550,8 @@ class USAMModel(nn.Module):
         eos = {self.tokenizer.eos_token_id}
         if self.tokenizer.convert_tokens_to_ids("<|im_end|>") not in (None, self.tokenizer.unk_token_id):
             eos.add(self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
-        return GenerationConfig(do_sample=False, max_new_tokens=128, eos_token_id=sorted(i for i in eos if i is not None),
-                                pad_token_id=self.tokenizer.pad_token_id)
+        return GenerationConfig(do_sample=False, max_new_tokens=128, pad_token_id=self.tokenizer.pad_token_id,
+                                eos_token_id=sorted(i for i in eos if i is not None))
 
     def _generation_settings(self, generation_config, generate_kwargs) -> tuple[GenerationConfig, dict]:
         """(the settings of one generate call: the model's, then the fields the caller's GenerationConfig sets,
