@@ -284,3 +284,27 @@ def test_eval_cli_turns_rescoring_off():
     off = settings_from_args(parser.parse_args(["--ctc-weight", "0.5", "--no-ctc-rescore"]))
     assert on.ctc_rescore and not off.ctc_rescore
     assert on.joint_kwargs(["asr"], 1)["ctc_rescore"] and not off.joint_kwargs(["asr"], 1)["ctc_rescore"]
+
+
+def test_answer_scores_after_a_kept_prompt_cache_equal_a_fresh_prompt_pass():
+    """Rescoring reuses generation's KV cache (cut back to the prompt but its last position) instead of running
+    the prompts again; both give the same answer log-likelihoods."""
+    from usam.ragged import drop_unattended
+
+    model, processor = _ctc_model()
+    clips, prompts = _clips()
+    batch = processor(clips, prompts)
+    answers = torch.tensor([[[5, 9, 2], [7, 0, 0]], [[3, 3, 4], [8, 6, 1]]])  # (B, K, A) per-sample answers
+    valid = torch.tensor([[[1, 1, 1], [1, 0, 0]], [[1, 1, 1], [1, 1, 1]]], dtype=torch.bool)
+    with torch.no_grad():
+        embeds, mask, _ = model._inputs_embeds(batch["input_ids"], batch["attention_mask"],
+                                               batch.get("instruction_mask"), batch["audio"], batch["audio_lengths"],
+                                               batch.get("audio_sample_index"), None)
+        embeds, mask, _ = drop_unattended(embeds, mask)
+        fresh = model._answer_log_likelihoods(embeds, mask, answers, valid)
+        out = model.llm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=4, do_sample=False,
+                                 return_dict_in_generate=True, pad_token_id=model.tokenizer.pad_token_id)
+        cache = out.past_key_values
+        cache.crop(embeds.shape[1] - 1 - cache.get_seq_length())
+        kept = model._answer_log_likelihoods(embeds, mask, answers, valid, cache)
+    torch.testing.assert_close(kept, fresh, atol=1e-4, rtol=1e-4)

@@ -1,4 +1,5 @@
 """save_pretrained / from_pretrained / merged export, and every config in configs/ loads."""
+import json
 from pathlib import Path
 
 import pytest
@@ -247,3 +248,37 @@ def test_from_pretrained_takes_dtype_attention_and_one_device(tmp_path):
         USAMModel.from_pretrained(tmp_path / "m", dtype="int8")
     with pytest.raises(ValueError, match="one device for the whole model"):
         USAMModel.from_pretrained(tmp_path / "m", device_map={"llm": 0})
+
+
+def test_adapter_names_its_base_as_the_config_does_and_export_leaves_the_model_as_it_was(tmp_path, monkeypatch):
+    """PEFT would write the resolved local folder of the base LLM; a shared adapter must name the hub id."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    import usam.llm
+    from usam import USAMConfig, USAMModel
+
+    torch.manual_seed(0)
+    arch = yaml.safe_load((ROOT / "configs/model/tiny.yaml").read_text())["llm"]["architecture"]
+    AutoModelForCausalLM.from_config(AutoConfig.for_model(**arch)).save_pretrained(tmp_path / "cache/tiny-llm")
+    real = usam.llm.resolve_path
+    monkeypatch.setattr(usam.llm, "resolve_path", lambda name, kind=None: tmp_path / "cache/tiny-llm"
+                        if name == "org/tiny-llm" else real(name, kind))
+    config = USAMConfig.from_yaml(ROOT / "configs/model/tiny.yaml", overrides={
+        "llm.name_or_path": "org/tiny-llm", "llm.architecture": None, "llm.tokenizer": "byte"})
+    model = USAMModel(config).eval()
+    model.save_pretrained(tmp_path / "m")
+    adapter = json.loads((tmp_path / "m/llm_adapter/adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == "org/tiny-llm"
+    assert USAMModel.from_pretrained(tmp_path / "m").config.llm.name_or_path == "org/tiny-llm"
+    # the merged export folds LoRA in place and takes it out again: the model goes on as it was
+    with torch.no_grad():
+        for name, param in model.llm.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)
+    batch = __import__("usam").USAMProcessor.from_model(model)([tone(1.0)], ["Describe."], ["a"])
+    before = _logits(model, batch)
+    model.export_merged(tmp_path / "merged")
+    torch.testing.assert_close(_logits(model, batch), before, atol=1e-5, rtol=1e-5)
+    assert any("lora_" in n for n, _ in model.llm.named_parameters())
+    torch.testing.assert_close(_logits(USAMModel.from_pretrained(tmp_path / "merged"), batch), before,
+                               atol=1e-5, rtol=1e-5)

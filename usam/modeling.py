@@ -532,15 +532,24 @@ class USAMModel(nn.Module):
                                                 candidates=ctc_candidates, num_beams=config.num_beams or 1)
             generate_kwargs["logits_processor"] = LogitsProcessorList(
                 [*generate_kwargs.get("logits_processor", []), processor])
+        rescore = joint is not None and ctc_rescore
+        wanted_dict = config.return_dict_in_generate
+        # rescoring reuses the prompts' KV cache of a one-row-per-sample search instead of a second prompt pass
+        reuse_cache = rescore and (config.num_beams or 1) == 1 and (config.num_return_sequences or 1) == 1
+        if reuse_cache:
+            config.return_dict_in_generate = True
         out = self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, generation_config=config,
                                 **generate_kwargs)
-        if joint is None or not ctc_rescore:
+        if not rescore:
             return out
         new_ids = out if isinstance(out, torch.Tensor) else out.sequences
+        cache = getattr(out, "past_key_values", None) if reuse_cache else None
+        if not (hasattr(cache, "crop") and hasattr(cache, "batch_select_indices")):
+            cache = None  # a cache that cannot be cut back to the prompts: the prompts run again
         # (with return_dict_in_generate, `scores` and the like describe the search's answer, not a spelling kept)
         new_ids = self._rescore_with_spelling(embeds, attention_mask, joint, new_ids, ctc_weight, eos,
-                                              config.max_new_tokens)
-        if isinstance(out, torch.Tensor):
+                                              config.max_new_tokens, cache)
+        if not wanted_dict:
             return new_ids
         out.sequences = new_ids
         return out
@@ -646,13 +655,17 @@ class USAMModel(nn.Module):
         token_scores = rest.float().log_softmax(-1).gather(-1, targets[None, :, None].expand(n_samples, -1, 1))[..., 0]
         return scores.index_add(1, owner, token_scores)
 
-    def _answer_log_likelihoods(self, embeds, attention_mask, ids, valid) -> torch.Tensor:
+    def _answer_log_likelihoods(self, embeds, attention_mask, ids, valid, prompt_cache=None) -> torch.Tensor:
         """Prompts (B, L, D) with their mask (B, L), answers ids / valid (K, A), the same for every prompt, or
-        (B, K, A), each prompt its own -> (B, K) sum of log p of the answers' tokens."""
+        (B, K, A), each prompt its own -> (B, K) sum of log p of the answers' tokens. prompt_cache: the prompts'
+        KV cache but their last position (L - 1, e.g. left by generation), so that no prompt pass runs: the
+        answers' pass then reads the prompt's last position before their tokens."""
         n_samples = embeds.shape[0]
         if ids.dim() == 2:
             ids, valid = ids.expand(n_samples, -1, -1), valid.expand(n_samples, -1, -1)
         n_answers, longest = ids.shape[1], ids.shape[2]
+        if prompt_cache is not None:
+            return self._answers_after_cache(embeds, attention_mask, ids, valid, prompt_cache)
         prompt, cache, positions = self._prompt_pass(embeds, attention_mask)
         cache.batch_repeat_interleave(n_answers)  # row b * K + k: sample b, answer k
         ids, valid = ids.reshape(-1, longest), valid.reshape(-1, longest)  # (B*K, A)
@@ -663,6 +676,23 @@ class USAMModel(nn.Module):
         # the first answer token is predicted by the prompt's last position, the others by the answer's own
         log_probs = torch.cat([prompt.logits[:, -1:].repeat_interleave(n_answers, 0), rest[:, :-1]], 1)
         token_scores = log_probs.float().log_softmax(-1).gather(-1, ids[..., None])[..., 0] * valid
+        return token_scores.sum(1).view(n_samples, n_answers)
+
+    def _answers_after_cache(self, embeds, attention_mask, ids, valid, cache) -> torch.Tensor:
+        """_answer_log_likelihoods with the prompts' cache but their last position: embeds (B, L, D), mask (B, L),
+        ids / valid (B, K, A) -> (B, K)."""
+        n_samples, n_answers, longest = ids.shape
+        cache.batch_repeat_interleave(n_answers)  # row b * K + k: sample b, answer k
+        ids, valid = ids.reshape(-1, longest), valid.reshape(-1, longest)  # (B*K, A)
+        # inputs: the prompt's last position, then each answer's tokens but its last (B*K, A, D)
+        inputs = torch.cat([embeds[:, -1:].repeat_interleave(n_answers, 0),
+                            self.embed_tokens(ids[:, :-1]).to(embeds.dtype)], 1)
+        mask = torch.cat([attention_mask.repeat_interleave(n_answers, 0), valid[:, :-1].to(attention_mask.dtype)], 1)
+        last = attention_mask.long().sum(-1, keepdim=True) - 1  # (B, 1) the prompt's last position id
+        steps = last.repeat_interleave(n_answers, 0) + torch.arange(longest, device=ids.device)
+        logits = self.llm(inputs_embeds=inputs, attention_mask=mask, position_ids=steps, use_cache=True,
+                          **{_cache_keyword(self.llm): cache}).logits
+        token_scores = logits.float().log_softmax(-1).gather(-1, ids[..., None])[..., 0] * valid
         return token_scores.sum(1).view(n_samples, n_answers)
 
     def _info_ctc_logits(self, info: dict, table: torch.Tensor) -> torch.Tensor:
@@ -708,13 +738,15 @@ class USAMModel(nn.Module):
                                             n_samples, blank=table.shape[0])
         return log_probs, lengths, active.to(log_probs.device)
 
-    def _rescore_with_spelling(self, embeds, attention_mask, joint, new_ids, weight, end_ids, max_new_tokens):
+    def _rescore_with_spelling(self, embeds, attention_mask, joint, new_ids, weight, end_ids, max_new_tokens,
+                               cache=None):
         """Joint decoding's final choice. Each jointly decoded answer (new_ids (B, T_new), rows of joint's active
         samples that ended) is set against what the sample's audio tokens spell on their best CTC path, and both
         are scored as whole answers the way the search scores them, (1 - w) log p_LLM + w log p_CTC (score_answers);
         the better one is kept. A greedy search that the LLM led away from the spelling in its first words cannot
         return to it; here the spelling is heard as a whole (two-pass rescoring, as in WeNet, the other way round).
-        Prompts embeds (B, L, D), attention_mask (B, L) as generation read them. -> new ids (B, T') padded."""
+        Prompts embeds (B, L, D), attention_mask (B, L) as generation read them; cache: the search's KV cache (its
+        first L positions are the prompts'), or None. -> new ids (B, T') padded."""
         from usam.joint_decoding import greedy_spellings, sequence_log_probs
 
         log_probs, lengths, active = joint
@@ -727,7 +759,9 @@ class USAMModel(nn.Module):
             if not bool(active[b]) or end is None:
                 continue
             said, spelt = row[: end + 1], spellings[b] + [row[end]]
-            if spelt != said and len(spelt) <= max_new_tokens:
+            # (a spelling holding an end token would be cut there; a spelling longer than the budget cannot be
+            # an answer)
+            if spelt != said and len(spelt) <= max_new_tokens and not end_ids & set(spellings[b]):
                 chosen.append(b)
                 pairs.append((said, spelt))
         if not chosen:
@@ -740,7 +774,14 @@ class USAMModel(nn.Module):
             for k, a in enumerate(pair):
                 ids[i, k, : len(a)] = torch.tensor(a, device=embeds.device)
                 valid[i, k, : len(a)] = True
-        llm = self._answer_log_likelihoods(embeds[index], attention_mask[index], ids, valid)  # (R, 2)
+        if cache is not None:
+            # the prompts but their last position, which the answers' pass reads again (a negative crop removes
+            # that many positions in every transformers release; a positive one meant a length before 5.x)
+            excess = cache.get_seq_length() - (embeds.shape[1] - 1)
+            if excess > 0:
+                cache.crop(-excess)
+            cache.batch_select_indices(index)
+        llm = self._answer_log_likelihoods(embeds[index], attention_mask[index], ids, valid, cache)  # (R, 2)
         ctc = sequence_log_probs(log_probs[index], lengths[index], [[a[:-1] for a in pair] for pair in pairs], blank)
         better = ((1 - weight) * llm + weight * ctc.to(llm.device)).argmax(-1).tolist()
         for b, pair, k in zip(chosen, pairs, better):
@@ -796,10 +837,17 @@ class USAMModel(nn.Module):
         from peft import PeftModel
 
         target = directory / LLM_DIR
+        base = self.llm.get_base_model() if isinstance(self.llm, PeftModel) else self.llm
         if merged and isinstance(self.llm, PeftModel):
-            copy.deepcopy(self.llm).merge_and_unload().save_pretrained(target)
+            # LoRA folded into the base weights in place and taken out again after the save: no second copy of
+            # the LLM (an 8B model would need twice its memory); unmerging subtracts the same product, so the
+            # weights come back to within float rounding
+            self.llm.merge_adapter()
+            try:
+                base.save_pretrained(target, state_dict=self._base_llm_state())
+            finally:
+                self.llm.unmerge_adapter()
         else:
-            base = self.llm.get_base_model() if isinstance(self.llm, PeftModel) else self.llm
             base.save_pretrained(target, state_dict=self._base_llm_state())
         self.tokenizer.save_pretrained(target)
 
@@ -819,11 +867,23 @@ class USAMModel(nn.Module):
             config.llm.tokenizer = LLM_DIR
         if isinstance(self.llm, PeftModel):
             self.llm.save_pretrained(directory / ADAPTER_DIR)
+            self._name_adapter_base(directory / ADAPTER_DIR)
         save_file(self._saved_state(), str(directory / WEIGHTS_NAME))
         config.save_pretrained(directory)
         config.to_yaml(directory / "usam.yaml")
         self.generation_config.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
+
+    def _name_adapter_base(self, adapter_dir: Path) -> None:
+        """PEFT records the folder the base LLM was read from (here a resolved cache path on this machine); the
+        adapter names the base as the config does (a hub id), so that it loads on another machine."""
+        base = self.config.llm.name_or_path
+        if not self.llm_pretrained or not base:
+            return
+        path = adapter_dir / "adapter_config.json"
+        settings = json.loads(path.read_text())
+        settings["base_model_name_or_path"] = base
+        path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
     def merge_lora_for_inference(self) -> "USAMModel":
         """Fold the LLM's LoRA into its weights, in place (no copy), for generation only: each layer then runs one
