@@ -88,6 +88,17 @@ def _single_device(device_map) -> torch.device | None:
     return torch.device(device_map)
 
 
+def _padded_token_rows(rows: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists -> (ids (N, A) zero-padded to the longest, valid (N, A) bool)."""
+    longest = max(len(r) for r in rows)
+    ids = torch.zeros(len(rows), longest, dtype=torch.long, device=device)
+    valid = torch.zeros(len(rows), longest, dtype=torch.bool, device=device)
+    for k, r in enumerate(rows):
+        ids[k, : len(r)] = torch.tensor(r, device=device)
+        valid[k, : len(r)] = True
+    return ids, valid
+
+
 def _lora_config(settings, **extra):
     from peft import LoraConfig
 
@@ -598,12 +609,7 @@ class USAMModel(nn.Module):
         if ctc_weight == 1:  # the alignment alone: no LLM pass
             return self._ctc_answer_scores(info, n_samples, answers)
         embeds, attention_mask, _ = drop_unattended(embeds, attention_mask)  # the same prompts, fewer positions
-        longest = max(len(a) for a in answers)
-        ids = torch.zeros(n_answers, longest, dtype=torch.long, device=input_ids.device)
-        valid = torch.zeros(n_answers, longest, dtype=torch.bool, device=input_ids.device)
-        for k, a in enumerate(answers):
-            ids[k, : len(a)] = torch.tensor(a, device=input_ids.device)
-            valid[k, : len(a)] = True
+        ids, valid = _padded_token_rows(answers, input_ids.device)
         # samples per LLM pass, so that the repeated KV cache holds about max_rows rows whatever the label set
         per_pass = max(1, max_rows // n_answers)
         score = (self._packed_answer_log_likelihoods if self._takes_custom_masks() else self._answer_log_likelihoods)
@@ -657,31 +663,17 @@ class USAMModel(nn.Module):
 
     def _answer_log_likelihoods(self, embeds, attention_mask, ids, valid, prompt_cache=None) -> torch.Tensor:
         """Prompts (B, L, D) with their mask (B, L), answers ids / valid (K, A), the same for every prompt, or
-        (B, K, A), each prompt its own -> (B, K) sum of log p of the answers' tokens. prompt_cache: the prompts'
-        KV cache but their last position (L - 1, e.g. left by generation), so that no prompt pass runs: the
-        answers' pass then reads the prompt's last position before their tokens."""
+        (B, K, A), each prompt its own -> (B, K) sum of log p of the answers' tokens. The prompts run but their
+        last position, whose KV cache is repeated per answer; one more pass then reads that position and each
+        answer's tokens but its last. prompt_cache: that cache already made (e.g. left by generation), so no
+        prompt pass runs."""
         n_samples = embeds.shape[0]
         if ids.dim() == 2:
             ids, valid = ids.expand(n_samples, -1, -1), valid.expand(n_samples, -1, -1)
         n_answers, longest = ids.shape[1], ids.shape[2]
-        if prompt_cache is not None:
-            return self._answers_after_cache(embeds, attention_mask, ids, valid, prompt_cache)
-        prompt, cache, positions = self._prompt_pass(embeds, attention_mask)
-        cache.batch_repeat_interleave(n_answers)  # row b * K + k: sample b, answer k
-        ids, valid = ids.reshape(-1, longest), valid.reshape(-1, longest)  # (B*K, A)
-        mask = torch.cat([attention_mask.repeat_interleave(n_answers, 0), valid.to(attention_mask.dtype)], 1)
-        steps = positions[:, -1:].repeat_interleave(n_answers, 0) + torch.arange(1, longest + 1, device=ids.device)
-        rest = self.llm(input_ids=ids, attention_mask=mask, position_ids=steps, use_cache=True,
-                        **{_cache_keyword(self.llm): cache}).logits
-        # the first answer token is predicted by the prompt's last position, the others by the answer's own
-        log_probs = torch.cat([prompt.logits[:, -1:].repeat_interleave(n_answers, 0), rest[:, :-1]], 1)
-        token_scores = log_probs.float().log_softmax(-1).gather(-1, ids[..., None])[..., 0] * valid
-        return token_scores.sum(1).view(n_samples, n_answers)
-
-    def _answers_after_cache(self, embeds, attention_mask, ids, valid, cache) -> torch.Tensor:
-        """_answer_log_likelihoods with the prompts' cache but their last position: embeds (B, L, D), mask (B, L),
-        ids / valid (B, K, A) -> (B, K)."""
-        n_samples, n_answers, longest = ids.shape
+        cache = prompt_cache
+        if cache is None:
+            _, cache, _ = self._prompt_pass(embeds[:, :-1], attention_mask[:, :-1])
         cache.batch_repeat_interleave(n_answers)  # row b * K + k: sample b, answer k
         ids, valid = ids.reshape(-1, longest), valid.reshape(-1, longest)  # (B*K, A)
         # inputs: the prompt's last position, then each answer's tokens but its last (B*K, A, D)
@@ -752,7 +744,7 @@ class USAMModel(nn.Module):
         log_probs, lengths, active = joint
         blank = log_probs.shape[-1] - 1
         spellings = greedy_spellings(log_probs, blank)
-        rows = [r for r in new_ids.tolist()]
+        rows = new_ids.tolist()
         chosen, pairs = [], []
         for b, row in enumerate(rows):
             end = next((i for i, t in enumerate(row) if t in end_ids), None)
@@ -767,13 +759,8 @@ class USAMModel(nn.Module):
         if not chosen:
             return new_ids
         index = torch.tensor(chosen, device=embeds.device)
-        longest = max(len(a) for pair in pairs for a in pair)
-        ids = torch.zeros(len(chosen), 2, longest, dtype=torch.long, device=embeds.device)
-        valid = torch.zeros_like(ids, dtype=torch.bool)
-        for i, pair in enumerate(pairs):
-            for k, a in enumerate(pair):
-                ids[i, k, : len(a)] = torch.tensor(a, device=embeds.device)
-                valid[i, k, : len(a)] = True
+        ids, valid = _padded_token_rows([a for pair in pairs for a in pair], embeds.device)
+        ids, valid = ids.view(len(pairs), 2, -1), valid.view(len(pairs), 2, -1)  # (R, 2, A)
         if cache is not None:
             # the prompts but their last position, which the answers' pass reads again (a negative crop removes
             # that many positions in every transformers release; a positive one meant a length before 5.x)
