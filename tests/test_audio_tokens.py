@@ -6,7 +6,6 @@ from conftest import make_tiny_model, tone
 from usam.audio_tokens import posterior_tokens
 from usam.config import AudioTokenSettings, USAMConfig
 from usam.ctc import CTCAlignment
-from usam.modeling import AUDIO_TOKEN_ID
 
 
 def _sharp_frames(best: list[int | None], embeddings, ctc):
@@ -158,7 +157,7 @@ def test_hide_continuous_masks_the_continuous_half_of_chosen_tasks_in_training_o
     def attended():
         with torch.no_grad():
             _, attention, info = model._inputs_embeds(*inputs, None, None, tasks=batch["tasks"])
-        placeholder = batch["input_ids"] == AUDIO_TOKEN_ID
+        placeholder = batch["input_ids"] == processor.audio_token_id
         n = info["mask"].sum(1).tolist()  # each clip's continuous tokens: the first n of its 2n placeholders
         return [attention[row][placeholder[row]][:n[row]].tolist() for row in range(2)]
 

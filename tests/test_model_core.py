@@ -32,7 +32,7 @@ def test_audio_tokens_grow_with_duration(tiny):
         enc = model.encode_audio(batch["audio"], batch["audio_lengths"])
         _, mask, _ = model.project_audio(enc, batch["audio_lengths"], torch.zeros(2, 64))
     assert mask.sum(1).tolist() == [n2, n8]
-    assert (batch["input_ids"] == -200).sum(1).tolist() == [n2, n8]
+    assert (batch["input_ids"] == model.audio_token_id).sum(1).tolist() == [n2, n8]
 
 
 def test_long_audio_is_chunked_not_truncated(tiny):

@@ -61,7 +61,7 @@ def test_oracle_tokens_are_the_text_embeddings_in_a_batch_with_real_audio(mode):
                                         batch["audio"], batch["audio_lengths"], batch["audio_sample_index"], None,
                                         batch["simulated_ids"], batch["simulated_weights"],
                                         batch["simulated_sample_index"])
-    slots = batch["input_ids"][0] == -200
+    slots = batch["input_ids"][0] == processor.audio_token_id
     torch.testing.assert_close(embeds[0, slots], model.embed_tokens(torch.tensor(ids)))
     out = model(**batch)
     out.loss.backward()

@@ -265,11 +265,13 @@ class USAMConfig(PretrainedConfig):
     model_type = "usam"
 
     def __init__(self, whisper=None, beats=None, mert=None, align=None, qformer=None, projector=None, llm=None,
-                 loss=None, audio_tokens=None, **kwargs):
+                 loss=None, audio_tokens=None, audio_token_id: int | None = None, **kwargs):
         given = dict(whisper=whisper, beats=beats, mert=mert, align=align, qformer=qformer, projector=projector,
                      llm=llm, loss=loss, audio_tokens=audio_tokens)
         for name, cls in SECTIONS.items():
             setattr(self, name, dataclass_from_dict(cls, given[name], f"config section {name!r}"))
+        # the tokenizer's `<|audio|>` id, set when the model is built (None in a config not yet built)
+        self.audio_token_id = audio_token_id
         super().__init__(**kwargs)
         self.validate()
 

@@ -13,6 +13,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from usam.config import LLMSettings
 from usam.loading import resolve_path
 
+AUDIO_TOKEN = "<|audio|>"  # one per audio token in input_ids; its positions take the audio embeddings
+
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
@@ -31,6 +33,23 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
                                         additional_special_tokens=["<|im_start|>"])
     tokenizer.chat_template = CHATML_TEMPLATE
     return tokenizer
+
+
+def add_audio_token(tokenizer) -> int:
+    """The id of `<|audio|>` in `tokenizer`, added as a special token when the tokenizer lacks it (appended after
+    the text vocabulary: the LLM never embeds it, since its positions take audio embeddings, and never writes
+    it, since no output row scores it). A real token, so that prompts decode and serving engines can count it."""
+    from transformers import AddedToken
+
+    if AUDIO_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_tokens([AddedToken(AUDIO_TOKEN, special=True, normalized=False)], special_tokens=True)
+    return tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
+
+
+def text_vocab_size(tokenizer) -> int:
+    """The tokenizer's size without an appended `<|audio|>` token: the ids the LLM's embeddings cover."""
+    audio = tokenizer.get_vocab().get(AUDIO_TOKEN)
+    return len(tokenizer) - 1 if audio == len(tokenizer) - 1 else len(tokenizer)
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -79,6 +98,7 @@ def load_tokenizer(settings: LLMSettings):
         raise ValueError(f"tokenizer of {source}: it has no chat template; use an instruct/chat model or set one")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    add_audio_token(tokenizer)
     return tokenizer
 
 

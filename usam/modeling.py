@@ -23,14 +23,13 @@ from usam.align import align_streams
 from usam.config import USAMConfig
 from usam.ctc import CTCAlignment
 from usam.encoders import EncoderOutput, build_encoder
-from usam.llm import load_llm, load_tokenizer
+from usam.llm import add_audio_token, load_llm, load_tokenizer
 from usam.precision import run_in
 from usam.projector import TaskAwareMoEProjector
 from usam.qformer import build_window_connector
 from usam.ragged import drop_unattended, length_groups, pack_rows, row_mask
 from usam.sacl import SemanticAwareContrastiveLoss
 
-AUDIO_TOKEN_ID = -200  # placeholder id in input_ids, replaced by audio embeddings before the LLM sees it
 WEIGHTS_NAME = "usam_weights.safetensors"
 ADAPTER_DIR = "llm_adapter"
 LLM_DIR = "llm"
@@ -119,6 +118,8 @@ class USAMModel(nn.Module):
             self._set_encoder_training(encoder, getattr(config, name))
         llm, self.llm_pretrained = load_llm(config.llm, device=llm_device)
         self.tokenizer = load_tokenizer(config.llm)
+        # `<|audio|>` marks each audio token in input_ids; its embedding is never read (the audio's replaces it)
+        self.audio_token_id = config.audio_token_id = add_audio_token(self.tokenizer)
         llm_dim = llm.get_input_embeddings().embedding_dim
         input_dim = sum(enc.output_dim for enc in self.encoders.values())
         self.qformer = build_window_connector(config.qformer, input_dim, config.window_frames, config.stride_frames)
@@ -213,7 +214,7 @@ class USAMModel(nn.Module):
         return next(self.qformer.parameters()).device
 
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.llm.get_input_embeddings()(input_ids.clamp(min=0))
+        return self.llm.get_input_embeddings()(input_ids.masked_fill(input_ids == self.audio_token_id, 0))
 
     # -- audio path -----------------------------------------------------------------------------------------
     def encode_audio(self, audio: torch.Tensor, audio_lengths: torch.Tensor) -> dict[str, EncoderOutput]:
@@ -309,7 +310,7 @@ class USAMModel(nn.Module):
         vocabulary rows simulated_ids (S, K, k) (-1: padding). for_llm False (a step that never runs the LLM): the
         projector's tokens only, nothing placed in the embeddings."""
         embeds = self.embed_tokens(input_ids)  # (B, L, D)
-        placeholder = input_ids == AUDIO_TOKEN_ID
+        placeholder = input_ids == self.audio_token_id
         if simulated_ids is not None:
             simulated, tokens = self._simulated_tokens(placeholder, simulated_ids, simulated_weights,
                                                        simulated_sample_index)
@@ -566,12 +567,15 @@ class USAMModel(nn.Module):
         return out
 
     def default_generation_config(self) -> GenerationConfig:
-        """Greedy, 128 new tokens, ending at the tokenizer's EOS or ChatML's <|im_end|>, padding with its pad."""
+        """Greedy, 128 new tokens, ending at the tokenizer's EOS or ChatML's <|im_end|>, padding with its pad; the
+        audio token suppressed where the LLM has an output row for it (a reserved row reused)."""
         eos = {self.tokenizer.eos_token_id}
         if self.tokenizer.convert_tokens_to_ids("<|im_end|>") not in (None, self.tokenizer.unk_token_id):
             eos.add(self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
+        output_rows = self.llm.get_output_embeddings().weight.shape[0]
+        suppress = [self.audio_token_id] if self.audio_token_id < output_rows else None
         return GenerationConfig(do_sample=False, max_new_tokens=128, pad_token_id=self.tokenizer.pad_token_id,
-                                eos_token_id=sorted(i for i in eos if i is not None))
+                                eos_token_id=sorted(i for i in eos if i is not None), suppress_tokens=suppress)
 
     def _generation_settings(self, generation_config, generate_kwargs) -> tuple[GenerationConfig, dict]:
         """(the settings of one generate call: the model's, then the fields the caller's GenerationConfig sets,

@@ -2,7 +2,7 @@
 
 The tokenizer's own chat template renders each conversation. Audio parts and the user's text are marked
 with private-use characters that no template alters; the rendered string is cut at the marks, so that
-each clip becomes a run of `AUDIO_TOKEN_ID` placeholders (as many as that clip's audio tokens) and the
+each clip becomes a run of `<|audio|>` tokens (as many as that clip's audio tokens) and the
 instruction tokens are known (the router pools them). Labels cover only the answer (and the end of turn).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from transformers import AutoTokenizer, BatchFeature
 
 from usam.config import USAMConfig
-from usam.modeling import AUDIO_TOKEN_ID
+from usam.llm import add_audio_token
 from usam.reading import SimulatedAudio
 
 AUDIO_MARK, TEXT_OPEN, TEXT_CLOSE, ANSWER_OPEN, ANSWER_CLOSE = "\ue000", "\ue001", "\ue002", "\ue003", "\ue004"
@@ -47,7 +47,8 @@ class USAMProcessor:
     def __init__(self, tokenizer, config: USAMConfig):
         self.tokenizer = tokenizer
         self.config = config
-        self.special_ids = set(tokenizer.all_special_ids)
+        self.audio_token_id = add_audio_token(tokenizer)
+        self.special_ids = set(tokenizer.all_special_ids) | {self.audio_token_id}
 
     @property
     def sampling_rate(self) -> int:
@@ -110,7 +111,7 @@ class USAMProcessor:
                 n = len(clips[clip]) if isinstance(clips[clip], SimulatedAudio) else self.config.num_audio_tokens(
                     len(clips[clip]))
                 clip += 1
-                ids += [AUDIO_TOKEN_ID] * n
+                ids += [self.audio_token_id] * n
                 instr += [False] * n
                 answer += [False] * n
                 label += [False] * n
@@ -120,6 +121,9 @@ class USAMProcessor:
                 in_answer = piece == ANSWER_OPEN
             elif piece:
                 tokens = self.tokenizer(piece, add_special_tokens=False).input_ids
+                if self.audio_token_id in tokens:
+                    raise ValueError(f"a message's text holds the audio token {self.tokenizer.decode([self.audio_token_id])}; "
+                                     "give audio as an {\"type\": \"audio\"} part instead")
                 ids += tokens
                 instr += [in_text] * len(tokens)
                 answer += [in_answer and t not in self.special_ids for t in tokens]

@@ -81,7 +81,9 @@ class ReadingPractice:
             raise ValueError(f"reading practice: smoothing must be in [0, 1), got {smoothing}")
         self.tokenizer, self.sentences = tokenizer, list(sentences)
         self.error_rate, self.smoothing, self.top_k, self.seed = error_rate, smoothing, top_k, seed
-        self.vocab_size = len(tokenizer)
+        from usam.llm import text_vocab_size
+
+        self.vocab_size = text_vocab_size(tokenizer)  # (not the audio token)
         # substitutions come from the pool's own tokens (words a transcriber confuses), not the whole vocabulary
         rng = random.Random(seed)
         sample = rng.sample(self.sentences, min(len(self.sentences), 2000))
