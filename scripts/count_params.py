@@ -18,7 +18,7 @@ def count(config_path: str, stage: int = 2) -> dict[str, int]:
     with torch.device("meta"):
         model = USAMModel(config)
     model.set_stage(stage)
-    parts = {"total": model.num_parameters(), "trainable": model.num_parameters(trainable_only=True)}
+    parts = {"total": model.num_parameters(), "trainable": model.num_parameters(only_trainable=True)}
     for name, module in [("encoders", model.encoders), ("qformer", model.qformer), ("projector", model.projector),
                          ("llm", model.llm)] + ([("sacl", model.sacl)] if model.sacl is not None else []):
         parts[name] = sum(p.numel() for p in module.parameters())

@@ -98,7 +98,10 @@ def test_missing_or_foreign_weights_are_refused(tmp_path):
     save_file(state, str(path))
     with pytest.raises(KeyError, match="projector.extra"):
         USAMModel.from_pretrained(tmp_path / "m")
+    (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="config.json"):
+        USAMModel.from_pretrained(tmp_path / "empty")
+    with pytest.raises(Exception, match="not found"):  # neither a folder nor a hub id
         USAMModel.from_pretrained(tmp_path / "nothing")
 
 

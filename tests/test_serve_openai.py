@@ -107,7 +107,7 @@ def test_single_turn_matches_in_process_chat(client, reference):
     assert r.choices[0].message.content.strip() == expected and expected
     assert r.choices[0].message.role == "assistant"
     assert r.choices[0].finish_reason in ("stop", "length")
-    n_audio = reference[1].config.num_audio_tokens(len(wave))
+    n_audio = reference[1].layout.num_audio_tokens(len(wave))
     assert r.usage.prompt_tokens > n_audio and 0 < r.usage.completion_tokens <= 16
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
 

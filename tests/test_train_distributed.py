@@ -73,7 +73,7 @@ def test_two_ranks_match_one_rank(data, zero):
     from usam.modeling import USAMModel
 
     model = USAMModel.from_pretrained(out / "final")
-    assert model.num_parameters(trainable_only=True) > 0
+    assert model.num_parameters(only_trainable=True) > 0
 
 
 def _first_batch_files(manifest: Path, rank: int, world: int, valid: bool) -> list[Path]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from transformers import PretrainedConfig
+from transformers import AutoConfig, PretrainedConfig
 
 from usam import SAMPLE_RATE  # noqa: E402,F401  (re-exported: encoders import it from here)
 TRAIN_MODES = ("frozen", "full", "lora")
@@ -235,6 +235,30 @@ SECTIONS: dict[str, type] = {
 ENCODERS = ("whisper", "beats", "mert")
 
 
+@dataclass
+class AudioLayout:
+    """How many `<|audio|>` tokens a clip becomes: all a processor needs to know of the model's config (saved in its
+    processor_config.json, so that the processor loads without the model)."""
+
+    input_sample_rate: int  # samples/s of the audio the model reads
+    rate_hz: float  # frames/s of the common time axis
+    stride_frames: int  # a Q-Former window starts every stride
+    tokens_per_window: int  # queries x slots (2 with hybrid tokens: the continuous one and its spelling)
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames on the common time axis for a clip of `num_samples` at the input rate: ceil(seconds * rate)."""
+        # integer arithmetic first, so that whole-second multiples do not round up through float error
+        return max(1, math.ceil(num_samples * self.rate_hz / self.input_sample_rate - 1e-9))
+
+    def num_windows(self, num_samples: int) -> int:
+        """Windows start every stride while the start is a valid frame; the tail window is kept."""
+        return math.ceil(self.num_frames(num_samples) / self.stride_frames)
+
+    def num_audio_tokens(self, num_samples: int) -> int:
+        """Audio tokens of one clip (hybrid audio tokens: the continuous ones, then as many posterior slots)."""
+        return self.num_windows(num_samples) * self.tokens_per_window
+
+
 def dataclass_from_dict(cls: type, value: Any, where: str, hooks: dict | None = None):
     """A dataclass from a mapping, recursing into nested dataclass fields; an unknown key is an error that names
     `where` (e.g. "config section 'qformer'"). `hooks` maps a field name to its own converter(value, where)."""
@@ -262,16 +286,23 @@ def dataclass_from_dict(cls: type, value: Any, where: str, hooks: dict | None = 
 
 
 class USAMConfig(PretrainedConfig):
+    """The sections above, plus what a built model adds: `text_config` (the LLM's own config, as transformers'
+    multimodal models carry it; the LLM itself is built from the `llm` section) and `audio_token_id`."""
+
     model_type = "usam"
+    sub_configs = {"text_config": AutoConfig}
 
     def __init__(self, whisper=None, beats=None, mert=None, align=None, qformer=None, projector=None, llm=None,
-                 loss=None, audio_tokens=None, audio_token_id: int | None = None, **kwargs):
+                 loss=None, audio_tokens=None, audio_token_id: int | None = None, text_config=None, **kwargs):
         given = dict(whisper=whisper, beats=beats, mert=mert, align=align, qformer=qformer, projector=projector,
                      llm=llm, loss=loss, audio_tokens=audio_tokens)
         for name, cls in SECTIONS.items():
             setattr(self, name, dataclass_from_dict(cls, given[name], f"config section {name!r}"))
         # the tokenizer's `<|audio|>` id, set when the model is built (None in a config not yet built)
         self.audio_token_id = audio_token_id
+        if isinstance(text_config, dict):
+            text_config = AutoConfig.for_model(**text_config)
+        self.text_config = text_config
         super().__init__(**kwargs)
         self.validate()
 
@@ -338,6 +369,12 @@ class USAMConfig(PretrainedConfig):
 
     # -- audio token arithmetic, shared by the model and the processor ------------------------------
     @property
+    def audio_layout(self) -> "AudioLayout":
+        return AudioLayout(input_sample_rate=self.input_sample_rate, rate_hz=self.align.rate_hz,
+                           stride_frames=self.stride_frames,
+                           tokens_per_window=self.qformer.num_queries * self.audio_tokens.slots_per_window)
+
+    @property
     def window_frames(self) -> int:
         return max(1, round(self.qformer.window_s * self.align.rate_hz))
 
@@ -347,17 +384,13 @@ class USAMConfig(PretrainedConfig):
         return max(1, round(stride_s * self.align.rate_hz))
 
     def num_frames(self, num_samples: int) -> int:
-        """Frames on the common time axis for a clip of `num_samples` at the input rate: ceil(seconds * rate)."""
-        # integer arithmetic first, so that whole-second multiples do not round up through float error
-        return max(1, math.ceil(num_samples * self.align.rate_hz / self.input_sample_rate - 1e-9))
+        return self.audio_layout.num_frames(num_samples)
 
     def num_windows(self, num_samples: int) -> int:
-        """Windows start every stride while the start is a valid frame; the tail window is kept."""
-        return math.ceil(self.num_frames(num_samples) / self.stride_frames)
+        return self.audio_layout.num_windows(num_samples)
 
     def num_audio_tokens(self, num_samples: int) -> int:
-        """Placeholders of one clip (hybrid audio tokens: the continuous ones, then as many posterior slots)."""
-        return self.num_windows(num_samples) * self.qformer.num_queries * self.audio_tokens.slots_per_window
+        return self.audio_layout.num_audio_tokens(num_samples)
 
     # -- serialisation ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -403,16 +436,3 @@ def apply_override(data: dict, dotted: str, value: Any) -> None:
         if not isinstance(node, dict):
             raise ValueError(f"override {dotted!r}: {key!r} is not a section")
     node[keys[-1]] = value
-
-
-def _register_with_auto_classes() -> None:
-    """So that AutoConfig (and AutoTokenizer reading a U-SAM folder's config.json) know `model_type: usam`."""
-    from transformers import AutoConfig
-
-    try:
-        AutoConfig.register(USAMConfig.model_type, USAMConfig)
-    except ValueError:  # already registered
-        pass
-
-
-_register_with_auto_classes()

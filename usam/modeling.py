@@ -1,4 +1,4 @@
-"""USAMModel: encoders -> common time axis -> window Q-Former -> task-aware MoE projector -> LLM.
+"""USAMForConditionalGeneration (alias USAMModel): encoders -> common time axis -> window Q-Former -> task-aware MoE projector -> LLM.
 
 Shapes (C clips in a batch of B samples, usually C == B):
   audio (C, n) at the input rate -> each encoder (C, T_e, D_e) -> aligned U (C, T, sum D_e) -> Q-Former Z (C, W*q, D_q)
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import GenerationConfig, LogitsProcessorList
+from transformers import GenerationConfig, GenerationMixin, LogitsProcessorList, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from usam.align import align_streams
@@ -34,6 +34,16 @@ WEIGHTS_NAME = "usam_weights.safetensors"
 ADAPTER_DIR = "llm_adapter"
 LLM_DIR = "llm"
 GENERATION_CONFIG_NAME = "generation_config.json"
+AUTO_MODULE = "usam_auto"
+AUTO_CLASSES = {"AutoConfig": "USAMConfig", "AutoModel": "USAMForConditionalGeneration",
+                "AutoModelForMultimodalLM": "USAMForConditionalGeneration", "AutoProcessor": "USAMProcessor",
+                "AutoFeatureExtractor": "USAMFeatureExtractor"}
+AUTO_MODULE_TEXT = '''"""U-SAM's classes from the installed `usam` package, for transformers' Auto classes with trust_remote_code=True.
+(`import usam` registers them without it.)"""
+from usam.config import USAMConfig  # noqa: F401
+from usam.modeling import USAMForConditionalGeneration  # noqa: F401
+from usam.processing import USAMFeatureExtractor, USAMProcessor  # noqa: F401
+'''
 
 
 @dataclass
@@ -105,11 +115,23 @@ def _lora_config(settings, **extra):
                       target_modules=list(settings.targets), **extra)
 
 
-class USAMModel(nn.Module):
+class USAMForConditionalGeneration(PreTrainedModel, GenerationMixin):
+    """A transformers model: `AutoModel` / `AutoModelForMultimodalLM` load it after `import usam`, `generate()` honours
+    `GenerationConfig`, and `pipeline("any-to-any")` runs it with `USAMProcessor`. Its parts come from their own
+    checkpoints (the LLM by hub id or folder, the encoders likewise) and a saved folder holds what training changed
+    (save_pretrained) or everything (export_merged)."""
+
+    config_class = USAMConfig
+    base_model_prefix = "usam"
+    main_input_name = "input_ids"
+    input_modalities = ("audio", "text")
+    output_modalities = ("text",)
+    _supports_sdpa = True
+    _supports_flash_attn = True
+
     def __init__(self, config: USAMConfig, adapter_dir: str | Path | None = None, llm_device=None):
         """`llm_device`: load the LLM's weights straight onto this device (the rest stays on the CPU until moved)."""
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         # training forward: rows of very different lengths through the LLM in two passes (set_llm_row_groups)
         self.llm_row_groups = True
         self.encoders = nn.ModuleDict({name: build_encoder(name, getattr(config, name), config.input_sample_rate)
@@ -120,6 +142,7 @@ class USAMModel(nn.Module):
         self.tokenizer = load_tokenizer(config.llm)
         # `<|audio|>` marks each audio token in input_ids; its embedding is never read (the audio's replaces it)
         self.audio_token_id = config.audio_token_id = add_audio_token(self.tokenizer)
+        config.text_config = llm.config  # (the composite config's LLM part, as transformers' multimodal models have)
         llm_dim = llm.get_input_embeddings().embedding_dim
         input_dim = sum(enc.output_dim for enc in self.encoders.values())
         self.qformer = build_window_connector(config.qformer, input_dim, config.window_frames, config.stride_frames)
@@ -135,6 +158,7 @@ class USAMModel(nn.Module):
         self.llm = self._wrap_llm(llm, adapter_dir)
         # generate()'s defaults; a saved folder's generation_config.json replaces them (from_pretrained)
         self.generation_config = self.default_generation_config()
+        self.post_init()
         if config.llm.gradient_checkpointing:
             # transformers 5 renamed the method (and its argument); older releases only have the first name
             if hasattr(self.llm, "activation_checkpointing_enable"):
@@ -201,13 +225,15 @@ class USAMModel(nn.Module):
     def trainable_parameters(self):
         return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
 
-    def num_parameters(self, trainable_only: bool = False) -> int:
-        seen, total = set(), 0
-        for p in self.parameters():
-            if id(p) not in seen and (p.requires_grad or not trainable_only):
-                seen.add(id(p))
-                total += p.numel()
-        return total
+    def init_weights(self):
+        """Nothing to do: every part initialises itself (pretrained loaders, the connector's own constructors), and
+        transformers' generic initialisation would overwrite the loaded encoders and LLM."""
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.llm.get_input_embeddings()
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.llm.get_output_embeddings()
 
     @property
     def device(self) -> torch.device:
@@ -842,12 +868,16 @@ class USAMModel(nn.Module):
             base.save_pretrained(target, state_dict=self._base_llm_state())
         self.tokenizer.save_pretrained(target)
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        """config + non-base weights + LoRA adapter + tokenizer. Base models are referenced, not copied,
-        unless they were randomly initialised or fully fine-tuned."""
+    def save_pretrained(self, save_directory: str | Path, is_main_process: bool = True, **_unused) -> None:
+        """config + non-base weights + LoRA adapter + processor (tokenizer, processor_config.json, chat template) +
+        generation_config.json. Base models are referenced, not copied, unless they were randomly initialised or
+        fully fine-tuned; export_merged writes a folder with everything. is_main_process False: nothing is written
+        (transformers' convention for the other ranks)."""
         from peft import PeftModel
 
-        directory = Path(directory)
+        if not is_main_process:
+            return
+        directory = Path(save_directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = copy.deepcopy(self.config)
         if config.llm.chat_template:  # the text, not a file the folder's users may not have
@@ -860,10 +890,22 @@ class USAMModel(nn.Module):
             self.llm.save_pretrained(directory / ADAPTER_DIR)
             self._name_adapter_base(directory / ADAPTER_DIR)
         save_file(self._saved_state(), str(directory / WEIGHTS_NAME))
+        self._save_common(directory, config)
+
+    def _save_common(self, directory: Path, config: USAMConfig) -> None:
+        """What every saved folder holds: config.json (with `architectures`), usam.yaml, generation_config.json and
+        the processor's files (tokenizer, processor_config.json, preprocessor_config.json, chat_template.jinja)."""
+        from usam.processing import USAMProcessor
+
+        config.architectures = [type(self).__name__]
+        # for loading with trust_remote_code=True without `import usam`: a two-line module that imports the installed
+        # package's classes (the folder carries no copy of the code)
+        config.auto_map = {auto: f"{AUTO_MODULE}.{cls}" for auto, cls in AUTO_CLASSES.items()}
+        (directory / f"{AUTO_MODULE}.py").write_text(AUTO_MODULE_TEXT)
         config.save_pretrained(directory)
         config.to_yaml(directory / "usam.yaml")
         self.generation_config.save_pretrained(directory)
-        self.tokenizer.save_pretrained(directory)
+        USAMProcessor.from_model(self).save_pretrained(directory)
 
     def _name_adapter_base(self, adapter_dir: Path) -> None:
         """PEFT records the folder the base LLM was read from (here a resolved cache path on this machine); the
@@ -886,9 +928,9 @@ class USAMModel(nn.Module):
             self.llm = self.llm.merge_and_unload()
         return self
 
-    def export_merged(self, directory: str | Path) -> None:
+    def export_merged(self, save_directory: str | Path) -> None:
         """A standalone folder: LoRA merged into the LLM, every encoder weight included; no external references."""
-        directory = Path(directory)
+        directory = Path(save_directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = copy.deepcopy(self.config)
         if config.llm.chat_template:
@@ -900,24 +942,43 @@ class USAMModel(nn.Module):
             section = getattr(config, name)
             section.name_or_path, section.architecture = None, encoder.architecture()
         save_file(self._saved_state(everything=True), str(directory / WEIGHTS_NAME))
-        config.save_pretrained(directory)
-        config.to_yaml(directory / "usam.yaml")
-        self.generation_config.save_pretrained(directory)
-        self.tokenizer.save_pretrained(directory)
+        self._save_common(directory, config)
+
+    # transformers' loading keywords that name where a hub folder comes from; a local folder needs none of them
+    _HUB_KEYWORDS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "proxies", "subfolder",
+                     "trust_remote_code", "adapter_kwargs", "code_revision", "_from_auto", "_from_pipeline")
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, *, dtype=None, attn_implementation: str | None = None,
-                        device_map=None, **overrides) -> "USAMModel":
-        """A saved folder. dtype: a torch dtype or its name for every weight ("auto" or None: the config's LLM
-        dtype, the rest fp32); attn_implementation: the LLM's attention kernel (sdpa, eager, flash_attention_2);
-        device_map: one device for the whole model ("cpu", "cuda:1", a torch.device, or "auto": the first GPU when
-        there is one); overrides: dotted config keys ("llm.train": "frozen")."""
-        directory = Path(directory)
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *model_args, config: USAMConfig | None = None,
+                        dtype=None, attn_implementation: str | None = None, device_map=None,
+                        **kwargs) -> "USAMForConditionalGeneration":
+        """A saved folder (or a hub id with one). dtype: a torch dtype or its name for every weight ("auto" or None:
+        the config's LLM dtype, the rest fp32); attn_implementation: the LLM's attention kernel (sdpa, eager,
+        flash_attention_2); device_map: one device for the whole model ("cpu", "cuda:1", a torch.device, or "auto":
+        the first GPU when there is one); config: a USAMConfig to use instead of the folder's (AutoModel passes the
+        one it read); other keywords: dotted config keys ("llm.train": "frozen"). transformers' hub keywords
+        (revision, token, ...) are accepted and not needed for a local folder."""
+        if model_args:
+            raise TypeError(f"{cls.__name__}.from_pretrained takes one positional argument (the folder), got "
+                            f"{1 + len(model_args)}")
+        unknown = sorted(k for k, v in kwargs.items() if "." not in k and k not in cls._HUB_KEYWORDS
+                         and not (k == "torch_dtype" and v is None))
+        if unknown:
+            raise TypeError(f"{cls.__name__}.from_pretrained: unknown keyword(s) {unknown}; config overrides are "
+                            "dotted keys such as 'llm.train'")
+        if kwargs.get("torch_dtype") is not None and dtype is None:  # transformers' earlier name
+            dtype = kwargs["torch_dtype"]
+        overrides = {k: v for k, v in kwargs.items() if "." in k}
+        from usam.loading import resolve_path
+
+        directory = Path(pretrained_model_name_or_path)
+        if not directory.exists():
+            directory = resolve_path(str(pretrained_model_name_or_path), kind="usam")
         if not (directory / "config.json").exists():
             raise FileNotFoundError(f"{directory}: no config.json (not a U-SAM model folder)")
         dtype = _dtype_name(dtype)
         device = _single_device(device_map)
-        config = USAMConfig.from_pretrained(directory)
+        config = copy.deepcopy(config) if config is not None else USAMConfig.from_pretrained(directory)
         if dtype is not None:
             config.llm.dtype = dtype
         if attn_implementation is not None:
@@ -961,3 +1022,6 @@ class USAMModel(nn.Module):
                 raise ValueError(f"{path}: {key} has shape {tuple(tensor.shape)}, the model expects {tuple(own[key].shape)}")
         self.load_state_dict(state, strict=False)
         return sorted(state)
+
+
+USAMModel = USAMForConditionalGeneration  # the earlier name, kept for existing code

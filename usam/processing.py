@@ -1,5 +1,10 @@
 """USAMProcessor: (audio, instruction, optional answer) or whole chats -> model inputs.
 
+A transformers `ProcessorMixin`: a tokenizer and a raw-waveform feature extractor (`USAMFeatureExtractor`: the
+encoders compute their own front ends inside the model, so the processor only pads), saved with
+processor_config.json (how many audio tokens a clip becomes, the system prompt) and chat_template.jinja, so that
+`AutoProcessor.from_pretrained(folder)` needs nothing else.
+
 The tokenizer's own chat template renders each conversation. Audio parts and the user's text are marked
 with private-use characters that no template alters; the rendered string is cut at the marks, so that
 each clip becomes a run of `<|audio|>` tokens (as many as that clip's audio tokens) and the
@@ -7,15 +12,16 @@ instruction tokens are known (the router pools them). Labels cover only the answ
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer, BatchFeature
+from transformers import AutoTokenizer, BatchFeature, ProcessorMixin, SequenceFeatureExtractor
 
-from usam.config import USAMConfig
-from usam.llm import add_audio_token
+from usam.config import AudioLayout, USAMConfig
+from usam.llm import AUDIO_TOKEN, add_audio_token
 from usam.reading import SimulatedAudio
 
 AUDIO_MARK, TEXT_OPEN, TEXT_CLOSE, ANSWER_OPEN, ANSWER_CLOSE = "\ue000", "\ue001", "\ue002", "\ue003", "\ue004"
@@ -27,6 +33,21 @@ def _as_wave(audio) -> np.ndarray:
     if wave.ndim != 1 or wave.size == 0:
         raise ValueError(f"audio must be a non-empty mono 1-D array at the model's input rate, got shape {wave.shape}")
     return wave
+
+
+def _read_clip(source: str | Path, rate: int) -> np.ndarray:
+    """A clip at `rate` from a path, a file:// URL or an http(s) URL (read into memory, decoded with soundfile)."""
+    from usam.chat import load_clip
+
+    text = str(source)
+    if text.startswith("file://"):
+        return load_clip(text[len("file://"):], rate=rate)
+    if text.startswith(("http://", "https://")):
+        import urllib.request
+
+        with urllib.request.urlopen(text, timeout=60) as response:  # noqa: S310 (the scheme is checked above)
+            return load_clip(response.read(), rate=rate)
+    return load_clip(Path(text), rate=rate)
 
 
 def _simulated_tensors(simulated: list[tuple[int, SimulatedAudio]]) -> dict:
@@ -43,28 +64,71 @@ def _simulated_tensors(simulated: list[tuple[int, SimulatedAudio]]) -> dict:
             "simulated_sample_index": torch.tensor([b for b, _ in simulated], dtype=torch.long)}
 
 
-class USAMProcessor:
-    def __init__(self, tokenizer, config: USAMConfig):
-        self.tokenizer = tokenizer
-        self.config = config
+class USAMFeatureExtractor(SequenceFeatureExtractor):
+    """Mono waveforms at the model's input rate -> `audio` (C, n) zero-padded and `audio_lengths` (C,)."""
+
+    model_input_names = ["audio", "audio_lengths"]
+
+    def __init__(self, sampling_rate: int = 16000, feature_size: int = 1, padding_value: float = 0.0, **kwargs):
+        super().__init__(feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs)
+
+    def __call__(self, clips: list[np.ndarray], sampling_rate: int | None = None, return_tensors: str = "pt",
+                 **_unused) -> BatchFeature:
+        if sampling_rate is not None and int(sampling_rate) != self.sampling_rate:
+            raise ValueError(f"sampling_rate: the audio is at {sampling_rate} Hz but this model reads "
+                             f"{self.sampling_rate} Hz; resample it first")
+        clips = [_as_wave(c) for c in clips]
+        lengths = [len(c) for c in clips]
+        audio = np.full((len(clips), max(lengths, default=0)), self.padding_value, dtype=np.float32)
+        for i, c in enumerate(clips):
+            audio[i, : len(c)] = c
+        return BatchFeature({"audio": torch.from_numpy(audio), "audio_lengths": torch.tensor(lengths, dtype=torch.long)})
+
+
+class USAMProcessor(ProcessorMixin):
+    def __init__(self, feature_extractor=None, tokenizer=None, chat_template: str | None = None,
+                 audio_layout: dict | None = None, system_prompt: str | None = None):
+        """`audio_layout`: AudioLayout fields (USAMConfig.audio_layout); `system_prompt`: a system message for every
+        chat (None: the template's own); `chat_template`: replaces the tokenizer's. Build one with `from_model`,
+        `from_config` or `from_pretrained`."""
+        if feature_extractor is None or tokenizer is None or audio_layout is None:
+            raise ValueError("USAMProcessor needs a feature_extractor, a tokenizer and an audio_layout; use "
+                             "USAMProcessor.from_pretrained(folder) or USAMProcessor.from_model(model)")
+        if chat_template is not None:
+            tokenizer.chat_template = chat_template
+        self.audio_layout = dict(audio_layout)  # (saved in processor_config.json)
+        self.layout = AudioLayout(**self.audio_layout)
+        self.system_prompt = system_prompt
+        super().__init__(feature_extractor, tokenizer, chat_template=tokenizer.chat_template)
+        self.audio_token = AUDIO_TOKEN
         self.audio_token_id = add_audio_token(tokenizer)
         self.special_ids = set(tokenizer.all_special_ids) | {self.audio_token_id}
 
     @property
     def sampling_rate(self) -> int:
         """The rate (Hz) audio arrays must have: the model's input rate (24 kHz with MERT, else 16 kHz)."""
-        return self.config.input_sample_rate
+        return self.feature_extractor.sampling_rate
+
+    @classmethod
+    def from_config(cls, tokenizer, config: USAMConfig) -> "USAMProcessor":
+        return cls(USAMFeatureExtractor(sampling_rate=config.input_sample_rate), tokenizer,
+                   audio_layout=dataclasses.asdict(config.audio_layout), system_prompt=config.llm.system_prompt)
 
     @classmethod
     def from_model(cls, model) -> "USAMProcessor":
-        return cls(model.tokenizer, model.config)
+        return cls.from_config(model.tokenizer, model.config)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "USAMProcessor":
-        return cls(AutoTokenizer.from_pretrained(directory), USAMConfig.from_pretrained(directory))
-
-    def save_pretrained(self, directory: str | Path) -> None:
-        self.tokenizer.save_pretrained(directory)
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> "USAMProcessor":
+        """A folder saved by USAMProcessor.save_pretrained or a U-SAM model's save_pretrained; a model folder written
+        before processors had their own config is read through its config.json."""
+        folder = Path(pretrained_model_name_or_path)
+        if folder.is_dir() and not (folder / "processor_config.json").exists():
+            if not (folder / "config.json").exists():
+                raise FileNotFoundError(f"{folder}: neither processor_config.json nor config.json (not a U-SAM "
+                                        "model or processor folder)")
+            return cls.from_config(AutoTokenizer.from_pretrained(folder), USAMConfig.from_pretrained(folder))
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     # -- one conversation -> token ids + masks ----------------------------------------------------------------
     def _template_messages(self, conversation: list[dict], clips: list[np.ndarray]) -> list[dict]:
@@ -108,7 +172,7 @@ class USAMProcessor:
         for piece in _SPLIT.split(rendered):
             if piece == AUDIO_MARK:
                 # a simulated clip (reading practice) is read as it is: one placeholder per simulated token
-                n = len(clips[clip]) if isinstance(clips[clip], SimulatedAudio) else self.config.num_audio_tokens(
+                n = len(clips[clip]) if isinstance(clips[clip], SimulatedAudio) else self.layout.num_audio_tokens(
                     len(clips[clip]))
                 clip += 1
                 ids += [self.audio_token_id] * n
@@ -136,7 +200,7 @@ class USAMProcessor:
         When the last message is an assistant message marked `_answer` (training), it is labelled.
         """
         clips: list[np.ndarray] = []
-        system = self.config.llm.system_prompt
+        system = self.system_prompt
         if system is not None and not (conversation and conversation[0].get("role") == "system"):
             conversation = [{"role": "system", "content": system}, *conversation]
         messages = self._template_messages(conversation, clips)
@@ -191,12 +255,7 @@ class USAMProcessor:
             clips_per_row = [[] if any(isinstance(c, SimulatedAudio) for c in row) else row for row in clips_per_row]
         clips = [c for row in clips_per_row for c in row]
         if clips:
-            lengths = [len(c) for c in clips]
-            audio = np.zeros((len(clips), max(lengths)), dtype=np.float32)
-            for i, c in enumerate(clips):
-                audio[i, : len(c)] = c
-            data["audio"] = torch.from_numpy(audio)
-            data["audio_lengths"] = torch.tensor(lengths, dtype=torch.long)
+            data.update(self.feature_extractor(clips))
             data["audio_sample_index"] = torch.tensor([b for b, row in enumerate(clips_per_row) for _ in row],
                                                       dtype=torch.long)
         batch = BatchFeature(data)
@@ -242,6 +301,54 @@ class USAMProcessor:
         with_labels = any(any(e["label"]) for e in encoded)
         return self._collate(encoded, clips, padding_side, with_labels, tasks)
 
+    def apply_chat_template(self, conversation: list[dict] | list[list[dict]], chat_template: str | None = None,
+                            add_generation_prompt: bool = False, continue_final_message: bool = False,
+                            tokenize: bool = False, return_dict: bool = False, return_tensors: str | None = "pt",
+                            padding_side: str = "left", processor_kwargs: dict | None = None, **_unused):
+        """transformers' chat API: one chat (a list of messages) or several. Audio parts are
+        `{"type": "audio", "path": ...}`, `{"type": "audio", "url": ...}` (http(s) or file://) or
+        `{"type": "audio", "audio": array at the model's rate, or (rate, array)}`. tokenize False: the prompt text,
+        each clip written as its run of `<|audio|>` tokens; tokenize True: the input ids, or with return_dict the
+        whole batch (`generate(**batch)`). A chat template other than the processor's is refused, as is
+        continue_final_message (the answer is written by generate)."""
+        if chat_template is not None and chat_template != self.tokenizer.chat_template:
+            raise ValueError("apply_chat_template: this processor renders with its own chat template "
+                             "(set it with USAMProcessor(..., chat_template=...))")
+        if continue_final_message:
+            raise ValueError("apply_chat_template: continue_final_message is not supported; end the chat with a user "
+                             "message and add_generation_prompt=True")
+        if return_tensors not in ("pt", None):
+            raise ValueError(f"apply_chat_template: return_tensors must be 'pt', got {return_tensors!r}")
+        single = bool(conversation) and isinstance(conversation[0], dict)
+        chats = [conversation] if single else list(conversation)
+        chats = [[self._loaded_message(m) for m in chat] for chat in chats]
+        batch = self.apply_chat(chats, add_generation_prompt=add_generation_prompt, padding_side=padding_side)
+        if not tokenize:
+            texts = [self.tokenizer.decode(row[mask.bool()].tolist())
+                     for row, mask in zip(batch["input_ids"], batch["attention_mask"])]
+            return texts[0] if single else texts
+        return batch if return_dict else batch["input_ids"]
+
+    def _loaded_message(self, message: dict) -> dict:
+        """A message whose audio parts given as a path or URL hold the decoded clip at the model's rate."""
+        content = message.get("content")
+        if not isinstance(content, list):
+            return message
+        parts = []
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "audio" and "audio" not in part:
+                source = part.get("path", part.get("url"))
+                if source is None:
+                    raise ValueError("an audio part needs 'path', 'url' or 'audio'")
+                part = {"type": "audio", "audio": _read_clip(source, self.sampling_rate)}
+            elif isinstance(part, dict) and part.get("type") == "audio" and not isinstance(part["audio"],
+                                                                                           (SimulatedAudio, np.ndarray)):
+                from usam.chat import load_clip
+
+                part = {"type": "audio", "audio": load_clip(part["audio"], rate=self.sampling_rate)}
+            parts.append(part)
+        return {**message, "content": parts}
+
     def estimate_lengths(self, entries) -> list[int]:
         """An upper bound on the tokens of each manifest entry's training sample (audio placeholders, chat template,
         instruction and the longest reference), for batches capped in tokens (data.max_tokens). Texts are
@@ -257,7 +364,7 @@ class USAMProcessor:
         empty, _ = self.encode_conversation(
             [{"role": "user", "content": [{"type": "audio", "audio": probe}, {"type": "text", "text": ""}]},
              {"role": "assistant", "content": "", "_answer": True}], add_generation_prompt=False)
-        template = len(empty["ids"]) - self.config.num_audio_tokens(len(probe))
+        template = len(empty["ids"]) - self.layout.num_audio_tokens(len(probe))
 
         def count(texts: list[str]) -> list[int]:
             if not texts:
@@ -270,7 +377,7 @@ class USAMProcessor:
         answers = count([max(e.text, key=len) if e.text else "" for e in entries])
         own = [i for i, e in enumerate(entries) if e.instruction]
         own_counts = dict(zip(own, count([entries[i].instruction for i in own])))
-        return [self.config.num_audio_tokens(int(round(e.duration * rate))) + template + answers[i]
+        return [self.layout.num_audio_tokens(int(round(e.duration * rate))) + template + answers[i]
                 + own_counts.get(i, longest_phrasing.get(e.task, 0)) for i, e in enumerate(entries)]
 
     def answer_token_ids(self, text: str) -> list[int]:
