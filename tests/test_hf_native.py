@@ -218,3 +218,22 @@ def test_a_folder_saved_before_the_audio_token_and_processor_config_still_loads(
     with torch.no_grad():
         torch.testing.assert_close(loaded(**batch).logits, today(**batch).logits, rtol=0, atol=0)
     assert np.array_equal(loaded.generate(**batch, max_new_tokens=4), today.generate(**batch, max_new_tokens=4))
+
+
+def test_the_audio_token_is_never_generated_even_where_the_llm_has_a_row_for_it():
+    from conftest import make_tiny_model
+
+    model, processor = make_tiny_model()  # byte tokenizer (259 ids) + <|audio|> at 259; the tiny LLM has 320 rows
+    model.eval()
+    audio_id = processor.audio_token_id
+    assert audio_id < model.get_output_embeddings().weight.shape[0]
+    assert model.generation_config.suppress_tokens == [audio_id]
+    with torch.no_grad():  # make <|audio|> the LLM's favourite next token everywhere
+        model.get_output_embeddings().bias = torch.nn.Parameter(torch.zeros(model.get_output_embeddings().weight.shape[0]))
+        model.get_output_embeddings().bias[audio_id] = 1e4
+    batch = processor([tone(1.0, sr=RATE)], ["Describe."])
+    with torch.no_grad():
+        assert int(model(**batch).logits[0, -1].argmax()) == audio_id  # unsuppressed, it would come first
+    for settings in ({}, {"suppress_tokens": None}, {"suppress_tokens": [5]}):  # whatever the settings say
+        ids = model.generate(**batch, max_new_tokens=4, **settings)
+        assert ids.numel() and audio_id not in ids.tolist()[0], settings

@@ -610,6 +610,9 @@ class USAMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         if generation_config is not None:
             config.update(**{k: v for k, v in generation_config.to_diff_dict().items() if k != "transformers_version"})
         rest = config.update(**generate_kwargs)
+        if self.audio_token_id < self.llm.get_output_embeddings().weight.shape[0]:
+            # whatever the settings say (a generation_config.json written before the token existed): never write it
+            config.suppress_tokens = sorted({*(config.suppress_tokens or ()), self.audio_token_id})
         if not config.do_sample:  # sampling settings of a greedy call would only raise transformers' warnings
             config.temperature = config.top_p = config.top_k = None
         return config, rest
