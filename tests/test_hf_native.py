@@ -237,3 +237,13 @@ def test_the_audio_token_is_never_generated_even_where_the_llm_has_a_row_for_it(
     for settings in ({}, {"suppress_tokens": None}, {"suppress_tokens": [5]}):  # whatever the settings say
         ids = model.generate(**batch, max_new_tokens=4, **settings)
         assert ids.numel() and audio_id not in ids.tolist()[0], settings
+
+
+def test_from_pretrained_refuses_what_it_would_ignore(saved):
+    from usam import USAMModel
+
+    _, _, folder, _ = saved
+    with pytest.raises(TypeError, match="revision"):
+        USAMModel.from_pretrained(folder, revision="v2")
+    with pytest.raises(TypeError, match="unknown keyword"):
+        USAMModel.from_pretrained(folder, load_in_8bit=True)

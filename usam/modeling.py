@@ -1,4 +1,5 @@
-"""USAMForConditionalGeneration (alias USAMModel): encoders -> common time axis -> window Q-Former -> task-aware MoE projector -> LLM.
+"""USAMForConditionalGeneration (alias USAMModel): encoders -> common time axis -> window Q-Former -> task-aware
+MoE projector -> LLM.
 
 Shapes (C clips in a batch of B samples, usually C == B):
   audio (C, n) at the input rate -> each encoder (C, T_e, D_e) -> aligned U (C, T, sum D_e) -> Q-Former Z (C, W*q, D_q)
@@ -947,9 +948,12 @@ class USAMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         save_file(self._saved_state(everything=True), str(directory / WEIGHTS_NAME))
         self._save_common(directory, config)
 
-    # transformers' loading keywords that name where a hub folder comes from; a local folder needs none of them
-    _HUB_KEYWORDS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "proxies", "subfolder",
-                     "trust_remote_code", "adapter_kwargs", "code_revision", "_from_auto", "_from_pipeline")
+    # keywords transformers' Auto classes and pipelines pass along; none changes how a U-SAM folder loads
+    _PASSED_ALONG = ("trust_remote_code", "adapter_kwargs", "code_revision", "_from_auto", "_from_pipeline",
+                     "_commit_hash")
+    # hub keywords: accepted at their defaults only (a folder is read as usam.loading.resolve_path finds it)
+    _HUB_DEFAULTS = {"cache_dir": None, "force_download": False, "local_files_only": False, "token": None,
+                     "revision": "main", "proxies": None, "subfolder": ""}
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *model_args, config: USAMConfig | None = None,
@@ -964,8 +968,13 @@ class USAMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         if model_args:
             raise TypeError(f"{cls.__name__}.from_pretrained takes one positional argument (the folder), got "
                             f"{1 + len(model_args)}")
-        unknown = sorted(k for k, v in kwargs.items() if "." not in k and k not in cls._HUB_KEYWORDS
-                         and not (k == "torch_dtype" and v is None))
+        unsupported = sorted(k for k, v in kwargs.items() if k in cls._HUB_DEFAULTS
+                             and v not in (cls._HUB_DEFAULTS[k], None))
+        if unsupported:
+            raise TypeError(f"{cls.__name__}.from_pretrained: {unsupported} not supported; download the folder "
+                            "(e.g. huggingface_hub.snapshot_download) and pass its path")
+        unknown = sorted(k for k in kwargs if "." not in k and k not in cls._PASSED_ALONG and k not in cls._HUB_DEFAULTS
+                         and k != "torch_dtype")
         if unknown:
             raise TypeError(f"{cls.__name__}.from_pretrained: unknown keyword(s) {unknown}; config overrides are "
                             "dotted keys such as 'llm.train'")
