@@ -247,3 +247,22 @@ def test_from_pretrained_refuses_what_it_would_ignore(saved):
         USAMModel.from_pretrained(folder, revision="v2")
     with pytest.raises(TypeError, match="unknown keyword"):
         USAMModel.from_pretrained(folder, load_in_8bit=True)
+
+
+def test_a_folder_written_by_the_earlier_code_loads_and_answers_as_it_did():
+    """tests/data/folder-0.1: the tiny model saved by the code before the audio token, the processor config and the
+    Auto classes existed (-200 placeholders, no processor_config.json); its logits at the last position and greedy
+    answers for two clips were recorded then, on a 2-core AMD EPYC (Zen 4)."""
+    from pathlib import Path
+
+    from transformers import AutoModel, AutoProcessor
+
+    from usam.serving.testing import tone as served_tone
+
+    folder = Path(__file__).parent / "data" / "folder-0.1"
+    expected = torch.load(folder.parent / "folder-0.1-expected.pt", weights_only=True)
+    model, processor = AutoModel.from_pretrained(folder).eval(), AutoProcessor.from_pretrained(folder)
+    batch = processor([served_tone(1.0, 440), served_tone(1.5, 300)], ["What is said?", "Describe the sound."])
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits[:, -1], expected["logits"], rtol=0, atol=1e-4)
+    assert torch.equal(model.generate(**batch, max_new_tokens=8), expected["ids"])
