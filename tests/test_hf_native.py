@@ -266,3 +266,30 @@ def test_a_folder_written_by_the_earlier_code_loads_and_answers_as_it_did():
     with torch.no_grad():
         torch.testing.assert_close(model(**batch).logits[:, -1], expected["logits"], rtol=0, atol=1e-4)
     assert torch.equal(model.generate(**batch, max_new_tokens=8), expected["ids"])
+
+
+@pytest.mark.parametrize("mode", ["continuous", "hybrid"])
+def test_a_clips_audio_embeddings_depend_on_the_clip_and_its_instruction_only(mode):
+    """What a serving engine with its own KV cache (a vLLM plugin) needs: per-clip embeddings for the audio tokens."""
+    from conftest import make_tiny_model
+
+    overrides = {"audio_tokens.mode": mode, "loss.lambda_ctc": 1.0} if mode == "hybrid" else {}
+    model, processor = make_tiny_model(**overrides)
+    model.eval()
+    clip, other = tone(1.3, 520, sr=RATE), tone(2.6, 250, seed=2, sr=RATE)
+    alone = processor([clip], ["Describe."])
+    together = processor.apply_chat([_chat({"audio": other}, "Transcribe the speech."), _chat({"audio": clip}, "Describe."),
+                                     [{"role": "user", "content": [{"type": "audio", "audio": other},
+                                                                   {"type": "audio", "audio": clip},
+                                                                   {"type": "text", "text": "Compare."}]}]])
+    (single, single_attended), = model.audio_embeddings(**alone)
+    parts = model.audio_embeddings(**together)
+    assert [p[0].shape[0] for p in parts] == [processor.layout.num_audio_tokens(len(c)) for c in (other, clip, other,
+                                                                                                   clip)]
+    assert single.shape[0] == int((alone["input_ids"] == processor.audio_token_id).sum())
+    torch.testing.assert_close(parts[1][0], single, rtol=1e-5, atol=1e-5)  # same clip, same instruction
+    assert torch.equal(parts[1][1], single_attended)
+    # another instruction routes the same clip otherwise (a little, in the random tiny model's router)
+    assert float((parts[3][0] - single).abs().max()) > 1e-4
+    if mode == "hybrid":
+        assert not bool(single_attended.all())  # dropped spelled frames are marked, not removed

@@ -372,6 +372,22 @@ class USAMForConditionalGeneration(PreTrainedModel, GenerationMixin):
             attention_mask = attention_mask.masked_scatter(placeholder, attended[slots].to(attention_mask.dtype))
         return embeds, attention_mask, info
 
+    @torch.no_grad()
+    def audio_embeddings(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, audio: torch.Tensor,
+                         audio_lengths: torch.Tensor, instruction_mask: torch.Tensor | None = None,
+                         audio_sample_index: torch.Tensor | None = None,
+                         **_unused) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """What takes the place of each clip's run of `<|audio|>` tokens, clip by clip: (embeddings (n, D), attended
+        (n,) bool), n the run's length. They depend on the clip and its sample's instruction only (pooled for the
+        router), not on the rest of the batch, so a serving engine that keeps its own KV cache can compute them per
+        clip and put them at the audio token positions, leaving the unattended ones out of attention."""
+        embeds, attention, _ = self._inputs_embeds(input_ids, attention_mask, instruction_mask, audio, audio_lengths,
+                                                   audio_sample_index, None)
+        placeholder = input_ids == self.audio_token_id
+        # (the processor lists clips in the order of their rows, so row-major order is clip order)
+        counts = [self.config.num_audio_tokens(int(n)) for n in audio_lengths]
+        return list(zip(embeds[placeholder].split(counts), attention[placeholder].bool().split(counts)))
+
     def _simulated_tokens(self, placeholder, simulated_ids, simulated_weights, simulated_sample_index):
         """-> (the reading-practice samples' placeholders (B, L), their simulated tokens (n, D) in order)."""
         rows = torch.zeros(placeholder.shape[0], dtype=torch.bool, device=placeholder.device)
