@@ -91,11 +91,13 @@ def seen_programs(label: str, cfg: dict) -> list[int]:
     return [p for p in PROGRAMS[label] if p not in held]
 
 
-def sample_piece(rng: random.Random, cfg: dict, *, min_seconds: float = 0.0, program: int | None = None) -> Piece:
+def sample_piece(rng: random.Random, cfg: dict, *, min_seconds: float = 0.0, program: int | None = None,
+                 tempi: tuple[str, ...] | None = None) -> Piece:
     """Draw the attributes (`cfg` is the config's `music` section); the piece lasts >= min_seconds.
 
     The program is drawn from the label's programs that are not in `music.held_out_programs`, unless
-    `program` is given (then the instrument is that program's label)."""
+    `program` is given (then the instrument is that program's label). `tempi`: the tempo classes to draw from
+    (default all)."""
     if program is None:
         instrument = rng.choice(list(cfg.get("instruments", INSTRUMENTS)))
         if instrument not in INSTRUMENTS:
@@ -104,7 +106,7 @@ def sample_piece(rng: random.Random, cfg: dict, *, min_seconds: float = 0.0, pro
         program = rng.choice(seen_programs(instrument, cfg))
     else:
         instrument = LABEL_OF_PROGRAM[program]
-    tempo = rng.choice(tuple(TEMPO_CLASSES))
+    tempo = rng.choice(tuple(tempi or TEMPO_CLASSES))
     bpm = rng.randint(*TEMPO_CLASSES[tempo])
     lo, hi = cfg.get("seconds", (6.0, 10.0))
     target = max(rng.uniform(lo, hi), min_seconds)
