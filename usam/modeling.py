@@ -615,10 +615,13 @@ class USAMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         eos = {self.tokenizer.eos_token_id}
         if self.tokenizer.convert_tokens_to_ids("<|im_end|>") not in (None, self.tokenizer.unk_token_id):
             eos.add(self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
-        output_rows = self.llm.get_output_embeddings().weight.shape[0]
-        suppress = [self.audio_token_id] if self.audio_token_id < output_rows else None
+        suppress = [self.audio_token_id] if self._llm_scores_audio_token() else None
         return GenerationConfig(do_sample=False, max_new_tokens=128, pad_token_id=self.tokenizer.pad_token_id,
                                 eos_token_id=sorted(i for i in eos if i is not None), suppress_tokens=suppress)
+
+    def _llm_scores_audio_token(self) -> bool:
+        """Whether the LLM has an output row for `<|audio|>` (a reserved row reused), so generation must suppress it."""
+        return self.audio_token_id < self.llm.get_output_embeddings().weight.shape[0]
 
     def _generation_settings(self, generation_config, generate_kwargs) -> tuple[GenerationConfig, dict]:
         """(the settings of one generate call: the model's, then the fields the caller's GenerationConfig sets,
@@ -627,7 +630,7 @@ class USAMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         if generation_config is not None:
             config.update(**{k: v for k, v in generation_config.to_diff_dict().items() if k != "transformers_version"})
         rest = config.update(**generate_kwargs)
-        if self.audio_token_id < self.llm.get_output_embeddings().weight.shape[0]:
+        if self._llm_scores_audio_token():
             # whatever the settings say (a generation_config.json written before the token existed): never write it
             config.suppress_tokens = sorted({*(config.suppress_tokens or ()), self.audio_token_id})
         if not config.do_sample:  # sampling settings of a greedy call would only raise transformers' warnings
@@ -980,7 +983,7 @@ class USAMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         flash_attention_2); device_map: one device for the whole model ("cpu", "cuda:1", a torch.device, or "auto":
         the first GPU when there is one); config: a USAMConfig to use instead of the folder's (AutoModel passes the
         one it read); other keywords: dotted config keys ("llm.train": "frozen"). transformers' hub keywords
-        (revision, token, ...) are accepted and not needed for a local folder."""
+        (revision, token, ...) are accepted at their defaults only and refused otherwise (they would be ignored)."""
         if model_args:
             raise TypeError(f"{cls.__name__}.from_pretrained takes one positional argument (the folder), got "
                             f"{1 + len(model_args)}")

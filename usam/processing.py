@@ -72,11 +72,17 @@ class USAMFeatureExtractor(SequenceFeatureExtractor):
     def __init__(self, sampling_rate: int = 16000, feature_size: int = 1, padding_value: float = 0.0, **kwargs):
         super().__init__(feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs)
 
-    def __call__(self, clips: list[np.ndarray], sampling_rate: int | None = None, return_tensors: str = "pt",
-                 **_unused) -> BatchFeature:
+    def check_sampling_rate(self, sampling_rate: int | None) -> None:
+        """Refuse arrays said to be at another rate than the model's input rate (a 16 kHz clip read as 24 kHz
+        would be heard 1.5x fast and its tokens miscounted). None: the caller vouches for the rate."""
         if sampling_rate is not None and int(sampling_rate) != self.sampling_rate:
             raise ValueError(f"sampling_rate: the audio is at {sampling_rate} Hz but this model reads "
-                             f"{self.sampling_rate} Hz; resample it first")
+                             f"{self.sampling_rate} Hz; resample it first, e.g. usam.chat.load_clip(path_or_array, "
+                             f"rate=processor.sampling_rate) or load_clip((rate, array), rate=processor.sampling_rate)")
+
+    def __call__(self, clips: list[np.ndarray], sampling_rate: int | None = None, return_tensors: str = "pt",
+                 **_unused) -> BatchFeature:
+        self.check_sampling_rate(sampling_rate)
         clips = [_as_wave(c) for c in clips]
         lengths = [len(c) for c in clips]
         audio = np.full((len(clips), max(lengths, default=0)), self.padding_value, dtype=np.float32)
@@ -264,12 +270,8 @@ class USAMProcessor(ProcessorMixin):
         return batch
 
     def check_sampling_rate(self, sampling_rate: int | None) -> None:
-        """Refuse arrays said to be at another rate than the model's input rate (a 16 kHz clip read as 24 kHz
-        would be heard 1.5x fast and its tokens miscounted). None: the caller vouches for the rate."""
-        if sampling_rate is not None and int(sampling_rate) != self.sampling_rate:
-            raise ValueError(f"sampling_rate: the audio is at {sampling_rate} Hz but this model reads "
-                             f"{self.sampling_rate} Hz; resample it first, e.g. usam.chat.load_clip(path_or_array, "
-                             f"rate=processor.sampling_rate) or load_clip((rate, array), rate=processor.sampling_rate)")
+        """See USAMFeatureExtractor.check_sampling_rate."""
+        self.feature_extractor.check_sampling_rate(sampling_rate)
 
     def __call__(self, audios, instructions, answers=None, tasks=None, padding_side: str | None = None,
                  sampling_rate: int | None = None) -> BatchFeature:

@@ -163,13 +163,18 @@ def compose(piece: Piece, rng: random.Random):
     return pm
 
 
+def _fluidsynth(mid: Path, wav: Path, soundfont: str, sample_rate: int) -> np.ndarray:
+    """A MIDI file rendered offline by the fluidsynth program -> float32 mono at `sample_rate`."""
+    run_tool(["fluidsynth", "-n", "-i", "-q", "-o", "synth.dynamic-sample-loading=1", "-g", "0.6",
+              "-r", str(sample_rate), "-F", str(wav), soundfont, str(mid)])
+    return read_mono(wav, sample_rate)
+
+
 def render(piece: Piece, rng: random.Random, soundfont: str, workdir: Path) -> np.ndarray:
     """Compose and render with fluidsynth; float32 mono 16 kHz, cut to the piece plus a short release."""
     mid, wav = workdir / "piece.mid", workdir / "piece.wav"
     compose(piece, rng).write(str(mid))
-    run_tool(["fluidsynth", "-n", "-i", "-q", "-o", "synth.dynamic-sample-loading=1", "-g", "0.6",
-              "-r", str(SAMPLE_RATE), "-F", str(wav), soundfont, str(mid)])
-    x = read_mono(wav)
+    x = _fluidsynth(mid, wav, soundfont, SAMPLE_RATE)
     keep = min(x.size, int((piece.seconds + 0.4) * SAMPLE_RATE))
     x = fade(x[:keep], 0, int(0.2 * SAMPLE_RATE))
     if not np.any(x):
@@ -186,9 +191,9 @@ def render_many(pieces: list[Piece], rng: random.Random, soundfont: str, workdir
 
     fluidsynth's start-up (loading the soundfont) is most of a short clip's rendering, so one call for up to
     MAX_PIECES_PER_CALL pieces renders each several times faster (scripts/bench_render.py prints the figures).
-    Each piece's notes get their own channel (its program), the pieces
-    play one after another with `gap` seconds of silence for the release, and the rendering is cut back into
-    one clip per piece (its length plus 0.2 s of release, faded), each clip's notes from time 0."""
+    Each piece's notes get their own channel (its program), the pieces play one after another with `gap` seconds
+    of silence for the release, and the rendering is cut back into one clip per piece (its length plus 0.2 s of
+    release, faded), each clip's notes from time 0."""
     import pretty_midi
 
     if not 1 <= len(pieces) <= MAX_PIECES_PER_CALL:
@@ -212,9 +217,7 @@ def render_many(pieces: list[Piece], rng: random.Random, soundfont: str, workdir
         start += piece.seconds + gap
     mid, wav = workdir / "pieces.mid", workdir / "pieces.wav"
     song.write(str(mid))
-    run_tool(["fluidsynth", "-n", "-i", "-q", "-o", "synth.dynamic-sample-loading=1", "-g", "0.6",
-              "-r", str(sample_rate), "-F", str(wav), soundfont, str(mid)])
-    audio = read_mono(wav, sample_rate)
+    audio = _fluidsynth(mid, wav, soundfont, sample_rate)
     out = []
     for piece, score, begin in zip(pieces, scores, starts):
         first = int(round(begin * sample_rate))
