@@ -65,3 +65,39 @@ def test_frame_stack_model_trains_and_round_trips(tmp_path):
     with torch.no_grad():
         batch = USAMProcessor.from_pretrained(tmp_path / "m")([tone(1.3)], ["Describe the sound."])
         torch.testing.assert_close(loaded(**batch).logits, model(**batch).logits)
+
+
+def test_stream_norm_normalises_each_encoders_stack_on_its_own():
+    """With qformer.stream_norm, each encoder's frames are stacked and normalised apart: scaling one encoder's
+    features by 100 leaves every token unchanged (the joint norm lets it set the other encoder's scale)."""
+    torch.manual_seed(0)
+    joint = build_window_connector(QFormerSettings(kind="frame_stack"), 5, 2, 2, [3, 2])
+    apart = build_window_connector(QFormerSettings(kind="frame_stack", stream_norm=True), 5, 2, 2, [3, 2])
+    frames = torch.randn(1, 4, 5)
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    tokens, _ = apart(frames, mask)
+    norm = torch.nn.functional.layer_norm
+    torch.testing.assert_close(tokens[0, 0], torch.cat([norm(frames[0, :2, :3].flatten(), (6,)),
+                                                        norm(frames[0, :2, 3:].flatten(), (4,))]))
+    louder = frames.clone()
+    louder[..., 3:] *= 100
+    torch.testing.assert_close(apart(louder, mask)[0], tokens, atol=1e-4, rtol=1e-4)  # up to LayerNorm eps
+    assert (joint(louder, mask)[0][..., :6] - joint(frames, mask)[0][..., :6]).abs().max() > 0.1
+    one = build_window_connector(QFormerSettings(kind="frame_stack", stream_norm=True), 5, 2, 2, [5])
+    assert [n for n, _ in one.named_parameters()] == ["norm.weight", "norm.bias"]  # one encoder: the joint norm
+    with pytest.raises(ValueError, match="do not add up"):
+        FrameStack(5, 2, 2, [3, 3])
+
+
+def test_added_streams_can_start_silent_and_learn_their_share():
+    """added_stream_scale 0: the tokens start as the first encoder's stack alone (the others' part is zero), and the
+    added encoders' gains get a gradient, so training can turn them up."""
+    torch.manual_seed(0)
+    settings = QFormerSettings(kind="frame_stack", stream_norm=True, added_stream_scale=0.0)
+    stack = build_window_connector(settings, 5, 2, 2, [3, 2])
+    frames = torch.randn(1, 4, 5)
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    tokens, _ = stack(frames, mask)
+    assert tokens[..., 6:].abs().max() == 0 and tokens[..., :6].abs().max() > 0.5
+    (tokens * torch.randn_like(tokens)).sum().backward()
+    assert stack.norms[1].weight.grad.abs().max() > 0 and stack.norms[0].weight.grad.abs().max() > 0

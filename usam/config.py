@@ -92,6 +92,13 @@ class QFormerSettings:
     # and without one it sent every token to one expert by step 30 of the demo's stage 1 (balance loss 2.99 of 3);
     # with it, 1.62 at step 40 and usage differing by task.
     kind: str = "qformer"
+    # frame_stack only: normalise each encoder's stack apart (one LayerNorm per encoder) instead of the joint stack,
+    # so the encoders' features reach the projector at one scale whatever their own; no effect with one encoder
+    stream_norm: bool = False
+    # with stream_norm: the starting scale of the LayerNorm of every encoder's stack after the first (a learned
+    # per-channel gain). 0: the model starts as if the first encoder (Whisper) were alone and learns how much of the
+    # others to read; at 1 their untrained share of every token slowed the demo's CTC alignment (docs/demo.md)
+    added_stream_scale: float = 1.0
 
     def __post_init__(self):
         if self.query_init not in ("learned", "window_mean"):

@@ -80,25 +80,44 @@ class FrameStack(nn.Module):
     """Each window's frames concatenated in order, then LayerNorm: (B, W, w*D_in), one token per window.
 
     No learned layer besides the LayerNorm's scale and shift, so the projector's experts read the encoder frames
-    directly; unlike a mean, the stack keeps the order of the frames inside the window, which ASR needs."""
+    directly; unlike a mean, the stack keeps the order of the frames inside the window, which ASR needs.
+    stream_dims (the encoders' widths, in the order of the common axis' channels): each encoder's stack is
+    normalised on its own, so an encoder whose features are larger does not set the scale of the others'; the norms
+    of the encoders after the first start at scale added_stream_scale."""
 
-    def __init__(self, input_dim: int, window_frames: int, stride_frames: int):
+    def __init__(self, input_dim: int, window_frames: int, stride_frames: int, stream_dims: list[int] | None = None,
+                 added_stream_scale: float = 1.0):
         super().__init__()
         self.window, self.stride = window_frames, stride_frames
         self.output_dim = window_frames * input_dim
-        self.norm = nn.LayerNorm(self.output_dim)
+        if stream_dims is not None and sum(stream_dims) != input_dim:
+            raise ValueError(f"stream widths {stream_dims} do not add up to the input width {input_dim}")
+        self.stream_dims = list(stream_dims) if stream_dims and len(stream_dims) > 1 else None
+        if self.stream_dims is None:
+            self.norm = nn.LayerNorm(self.output_dim)
+        else:
+            self.norms = nn.ModuleList(nn.LayerNorm(window_frames * d) for d in self.stream_dims)
+            with torch.no_grad():
+                for norm in self.norms[1:]:  # the encoders added to the first start at this share of the token
+                    norm.weight.fill_(added_stream_scale)
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """frames (B, T, D_in), mask (B, T) -> tokens (B, W, w*D_in), token mask (B, W)."""
         x, m = cut_windows(frames, mask, self.window, self.stride)  # (B, W, w, D_in), (B, W, w)
-        stacked = (x * m[..., None].to(x.dtype)).flatten(2)  # padded frames of a partial window count as zeros
+        x = x * m[..., None].to(x.dtype)  # padded frames of a partial window count as zeros
         window_ok = m.any(dim=-1)
-        return self.norm(stacked) * window_ok[..., None], window_ok
+        if self.stream_dims is None:
+            return self.norm(x.flatten(2)) * window_ok[..., None], window_ok
+        # per encoder: its w frames stacked (B, W, w*D_e) and normalised, then the encoders side by side
+        parts = [norm(part.flatten(2)) for norm, part in zip(self.norms, x.split(self.stream_dims, dim=-1))]
+        return torch.cat(parts, dim=-1) * window_ok[..., None], window_ok
 
 
 def build_window_connector(settings: QFormerSettings, input_dim: int, window_frames: int,
-                           stride_frames: int) -> nn.Module:
-    """The module between the common time axis and the projector, chosen by qformer.kind."""
+                           stride_frames: int, stream_dims: list[int] | None = None) -> nn.Module:
+    """The module between the common time axis and the projector, chosen by qformer.kind. stream_dims: the
+    encoders' widths, which a frame stack with qformer.stream_norm normalises apart."""
     if settings.kind == "frame_stack":
-        return FrameStack(input_dim, window_frames, stride_frames)
+        return FrameStack(input_dim, window_frames, stride_frames, stream_dims if settings.stream_norm else None,
+                          settings.added_stream_scale)
     return WindowQFormer(settings, input_dim, window_frames, stride_frames)
