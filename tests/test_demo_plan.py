@@ -1,4 +1,6 @@
 """`usam demo`'s plan: the recipe's fixed steps, --steps to run the same recipe longer, and clear errors."""
+from pathlib import Path
+
 import pytest
 
 from usam.cli import main
@@ -175,3 +177,32 @@ def test_classification_ranks_the_label_set_by_default(tmp_path, capsys):
     with pytest.raises(ValueError, match="demo cls_ctc_weight"):
         DemoPlan.make(tmp_path, quick=False, cls_ctc_weight=1.5)
     assert not (tmp_path / "demo").exists()
+
+
+def test_encoders_switch_encoders_and_warm_up_those_without_weights(tmp_path, monkeypatch):
+    """--encoders whisper mert: MERT is enabled and warmed up (quick: a few steps) into OUT/warmup/mert, which every
+    stage's model then loads; BEATs stays off and is not warmed up."""
+    import usam.demo as demo
+    import usam.training.trainer as trainer
+    import usam.warmup.run as warmup_run
+
+    plan = DemoPlan.make(tmp_path / "demo", quick=True, encoders=["mert", "whisper"])
+    assert plan.encoders == ("whisper", "mert")
+    calls = []
+
+    def fake_warmup(config, out, overrides=None, force=False, progress=True):
+        calls.append((Path(config).name, Path(out), overrides))
+        return Path(out), [{"step": 4, "minutes": 0.1, "seen/instrument_accuracy": 50.0}], False
+
+    monkeypatch.setattr(warmup_run, "run_warmup", fake_warmup)
+    assert demo.warm_up_encoders(plan) == {"mert": str(tmp_path / "demo/warmup/mert")}
+    assert calls == [("demo_mert.yaml", tmp_path / "demo/warmup/mert",
+                      {"steps": demo.QUICK_WARMUP_STEPS, "eval_every": demo.QUICK_WARMUP_STEPS})]
+    seen = {}
+    monkeypatch.setattr(trainer, "train", lambda cfg: seen.setdefault("cfg", cfg) and {})
+    demo.train_stage(plan, tmp_path / "data", None, "align", 3, None)
+    model = seen["cfg"].model
+    assert model["mert"]["enabled"] and model["mert"]["name_or_path"] == str(tmp_path / "demo/warmup/mert")
+    assert model["whisper"].get("enabled", True) and not model["beats"]["enabled"]
+    with pytest.raises(ValueError, match="demo encoders must be some of whisper, beats, mert"):
+        DemoPlan.make(tmp_path / "demo", quick=True, encoders=["clap"])

@@ -44,6 +44,14 @@ REFERENCE_AFTER_TRAINING_S = {"label_calibration": 121.0, "evaluation": 420.0, "
 REFERENCE_VALIDATION_S = 25.0
 
 
+# Encoders without offline weights that the demo warms up itself (usam/warmup: fresh synthetic audio, cached in
+# OUT/warmup/<encoder>) when the model enables them without a name_or_path; `--encoders` enables them
+WARMUP_CONFIGS = {"beats": REPO_ROOT / "configs/warmup/demo_beats.yaml",
+                  "mert": REPO_ROOT / "configs/warmup/demo_mert.yaml"}
+ENCODERS = ("whisper", "beats", "mert")
+QUICK_WARMUP_STEPS = 4
+
+
 def stage_config(name: str) -> dict:
     return yaml.safe_load((REPO_ROOT / "configs/train" / dict(STAGES)[name]).read_text())
 
@@ -90,13 +98,15 @@ class DemoPlan:
     # Whisper tiny.en's own decoder on the unseen-voices and real splits (whisper_reference_wer): a reference for the
     # voices, not a figure of the model, which its 30 s windows make cost about 80 s
     whisper_reference: bool = False
+    # the encoders the model runs (None: those its YAML enables); the others are switched off
+    encoders: tuple | None = None
     timings: dict = field(default_factory=dict)
 
     @classmethod
     def make(cls, out, quick, minutes=None, hours=None, seed=0, jobs=None, model_yaml=None,
              eval_points=2, steps=None, seeds=1, settings=None, ctc_weight=None, cls_mode=None,
              cls_ctc_weight=None, label_calibration=True, llm_alone=False,
-             whisper_reference=False) -> "DemoPlan":
+             whisper_reference=False, encoders=None) -> "DemoPlan":
         """steps: ["stage=N", ...] overriding the recipe's (or --quick's) steps of those stages. cls_ctc_weight None:
         DEMO_CLS_CTC_WEIGHT, or 0 when ctc_weight is 0 (the LLM alone throughout)."""
         ctc_weight = DEMO_CTC_WEIGHT if ctc_weight is None else ctc_weight
@@ -115,6 +125,11 @@ class DemoPlan:
             raise ValueError(f"demo minutes must be > 0, got {minutes}")
         if seeds < 1:
             raise ValueError(f"demo seeds must be >= 1 (the number of runs, each with its own seed), got {seeds}")
+        if encoders is not None:
+            unknown = [e for e in encoders if e not in ENCODERS]
+            if unknown or not encoders:
+                raise ValueError(f"demo encoders must be some of {', '.join(ENCODERS)}, got {list(encoders)}")
+            encoders = tuple(e for e in ENCODERS if e in encoders)
         recipe = dict(QUICK_STEPS) if quick else {name: int(stage_config(name)["schedule"]["max_steps"])
                                                   for name, _ in STAGES}
         steps = {**recipe, **parse_steps(steps or [])}
@@ -122,7 +137,8 @@ class DemoPlan:
                    seeds=seeds, jobs=jobs, eval_limit=4 if quick else None, model_yaml=Path(model_yaml or DEMO_MODEL),
                    eval_points=eval_points, steps=steps, settings=parse_settings(settings or []),
                    ctc_weight=ctc_weight, cls_mode=cls_mode, cls_ctc_weight=cls_ctc_weight,
-                   label_calibration=label_calibration, llm_alone=llm_alone, whisper_reference=whisper_reference)
+                   label_calibration=label_calibration, llm_alone=llm_alone, whisper_reference=whisper_reference,
+                   encoders=encoders)
 
 
 def parse_settings(items: list[str]) -> dict[str, dict]:
@@ -208,11 +224,38 @@ def add_real_speech(data: Path) -> Path | None:
 
 
 def model_sections(plan: DemoPlan) -> dict:
-    """The demo model's config sections, with --set model:... applied."""
+    """The demo model's config sections, with --encoders and --set model:... applied."""
     sections = yaml.safe_load(plan.model_yaml.read_text())
+    for name in plan.encoders or ():
+        sections.setdefault(name, {})["enabled"] = True
+    for name in set(ENCODERS) - set(plan.encoders or ENCODERS):
+        sections.setdefault(name, {})["enabled"] = False
     for dotted, value in plan.settings.get("model", {}).items():
         apply_override(sections, dotted, value)
     return sections
+
+
+def warm_up_encoders(plan: DemoPlan) -> dict[str, str]:
+    """Warm up every enabled encoder the model has no weights for (WARMUP_CONFIGS) into plan.out/warmup/<name>,
+    reusing a finished one, and point the model at it -> {encoder: path}."""
+    from usam.warmup.run import run_warmup
+
+    sections = model_sections(plan)
+    paths = {}
+    for name, config in WARMUP_CONFIGS.items():
+        section = sections.get(name) or {}
+        if not section.get("enabled", True) or section.get("name_or_path"):
+            continue
+        overrides = {"steps": QUICK_WARMUP_STEPS, "eval_every": QUICK_WARMUP_STEPS} if plan.quick else {}
+        path, curve, reused = run_warmup(config, plan.out / "warmup" / name, overrides)
+        last = curve[-1]
+        figures = ", ".join(f"{k} {v:.0f}%" for k, v in last.items()
+                            if k.split("/")[-1] in ("class_accuracy", "instrument_accuracy", "tempo_accuracy"))
+        took = "reused" if reused else f"{last['minutes']:.1f} min"
+        _say(f"{name} warm-up: {path} ({took}; {figures})")
+        paths[name] = str(path)
+        plan.settings.setdefault("model", {})[f"{name}.name_or_path"] = str(path)
+    return paths
 
 
 class _DemoModel:
@@ -672,6 +715,9 @@ def run(plan: DemoPlan) -> dict:
     t = time.time()
     data = make_corpus(plan)
     clock.lap("corpus", t)
+    t = time.time()
+    warm_up_encoders(plan)
+    clock.lap("warmup", t)
     t = time.time()
     demo_model = _DemoModel(plan)
     cache = build_cache(plan, data, demo_model.get())

@@ -45,6 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "values, with the machine and the date. Default %(default)s: one run in OUT")
     parser.add_argument("--jobs", type=int, default=None, help="processes for corpus generation (default: all cores)")
     parser.add_argument("--model-config", default=None, help="model YAML (default configs/model/demo.yaml)")
+    parser.add_argument("--encoders", nargs="+", default=None, choices=("whisper", "beats", "mert"),
+                        help="the encoders the model runs (default: those the model YAML enables: Whisper). BEATs "
+                        "and MERT have no offline weights: the demo first warms up small ones on fresh synthetic "
+                        "sound and music (configs/warmup/demo_*.yaml, a few minutes, cached in OUT/warmup)")
     parser.add_argument("--ctc-weight", type=float, default=None,
                         help="joint CTC / LLM decoding of the evaluation's transcripts and class labels: weight in [0, 1] of the "
                         "CTC prefix probability of what the audio tokens spell (default 0.5; --llm-alone scores the "
@@ -88,7 +92,8 @@ def main(args: argparse.Namespace) -> int:
                              steps=args.steps, seeds=args.seeds, settings=args.settings,
                              ctc_weight=args.ctc_weight, cls_mode=args.cls_mode,
                              cls_ctc_weight=args.cls_ctc_weight, label_calibration=args.label_calibration,
-                             llm_alone=args.llm_alone, whisper_reference=args.whisper_reference)
+                             llm_alone=args.llm_alone, whisper_reference=args.whisper_reference,
+                             encoders=args.encoders)
     except ValueError as error:
         print(f"usam demo: error: {error}", file=sys.stderr)
         return 2
