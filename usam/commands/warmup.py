@@ -10,7 +10,8 @@ instrument, the tempo class, and per frame the sounding pitch classes, note onse
 events) the class, high or low pitch, and per frame whether the sound is active and where an event starts.
 Programs and timbres held out for the test_timbre split never play in training; they are scored apart. Writes the
 encoder into --out (MERT: a HuBERT-shaped folder for mert.name_or_path; BEATs: an official-format BEATs.pt for
-beats.name_or_path) with curve.json (the figures on fixed fresh clips, every eval_every steps, against minutes).
+beats.name_or_path) with curve.json and curve.png (the figures on fixed fresh clips, every eval_every steps,
+against minutes).
 A folder holding a finished warm-up of the same settings is reused (--force trains again). Needs fluidsynth and
 a General MIDI soundfont for music, as `usam synth` does."""
 
@@ -18,7 +19,8 @@ a General MIDI soundfont for music, as `usam synth` does."""
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="warm-up YAML (configs/warmup/*.yaml): encoder (mert | beats), "
                         "architecture, and the settings of usam/warmup/music.py or usam/warmup/sound.py")
-    parser.add_argument("--out", required=True, help="folder for the warmed encoder, curve.json and settings.json")
+    parser.add_argument("--out", required=True,
+                        help="folder for the warmed encoder, curve.json, curve.png and settings.json")
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the config's)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the weights and the clips (default: the "
                         "config's)")
