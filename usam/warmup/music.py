@@ -167,8 +167,8 @@ def music_scores(out: dict, batch: dict, mask: torch.Tensor) -> dict[str, float]
     return scores
 
 
-def warm_up_music_encoder(settings: MusicWarmupSettings, out_dir: str | Path | None = None, soundfont: str | None = None,
-                          progress: bool = True) -> tuple[nn.Module, list[dict]]:
+def warm_up_music_encoder(settings: MusicWarmupSettings, out_dir: str | Path | None = None,
+                          soundfont: str | None = None, progress: bool = True) -> tuple[nn.Module, list[dict]]:
     """Train the encoder and its heads for settings.steps steps on fresh music -> (encoder, curve). The curve holds,
     every eval_every steps, the minutes so far and the scores on fresh in-domain clips (`seen/...`) and on fresh
     clips of the held-out programs (`held_out/...`; absent when none is held out). out_dir: the encoder saved there
