@@ -3,10 +3,12 @@ for every step (in a background thread, so rendering overlaps the step before it
 on fixed evaluation batches (the same clips at every point of the curve)."""
 from __future__ import annotations
 
+import json
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable, Protocol
 
 import torch
@@ -122,3 +124,13 @@ def clip_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """x (B, T, C), mask (B, T) -> (B, C): the mean over each clip's valid frames."""
     m = mask[..., None].to(x.dtype)
     return (x * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def save_record(out_dir: str | Path, curve: list[dict], settings: WarmupSettings) -> Path:
+    """The warm-up's record beside its encoder: curve.json (the scores against steps and minutes) and
+    settings.json -> the folder."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "curve.json").write_text(json.dumps(curve, indent=1) + "\n")
+    (out / "settings.json").write_text(json.dumps(asdict(settings), indent=1) + "\n")
+    return out

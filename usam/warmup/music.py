@@ -13,9 +13,8 @@ the demo's 5 minutes; BEATs on its fbank learns its sound targets in 2.
 """
 from __future__ import annotations
 
-import json
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from torch import nn
 
 from usam.synth import music
 from usam.warmup.loop import (WarmupSettings, accuracy, balanced_accuracy, clip_mean, frame_cross_entropy,
-                              train_on_fresh_clips, weighted_frame_bce)
+                              save_record, train_on_fresh_clips, weighted_frame_bce)
 
 
 BAND_LIMITED_RATE = 16000
@@ -197,9 +196,6 @@ def warm_up_music_encoder(settings: MusicWarmupSettings, out_dir: str | Path | N
         curve = train_on_fresh_clips(encoder, heads, s, train, evaluation, music_loss, music_scores, progress,
                                      desc="music warm-up")
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        out = save_record(out_dir, curve, s)
         encoder.model.save_pretrained(out)
-        (out / "curve.json").write_text(json.dumps(curve, indent=1) + "\n")
-        (out / "settings.json").write_text(json.dumps(asdict(s), indent=1) + "\n")
     return encoder.eval(), curve

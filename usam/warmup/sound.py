@@ -13,8 +13,7 @@ Shapes: audio (B, n) at 16 kHz -> BEATs features (B, T, D) at 6.25 Hz (160 ms st
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from torch import nn
 
 from usam.synth import sounds
 from usam.warmup.loop import (WarmupSettings, accuracy, balanced_accuracy, clip_mean, frame_cross_entropy,
-                              train_on_fresh_clips, weighted_frame_bce)
+                              save_record, train_on_fresh_clips, weighted_frame_bce)
 
 ACTIVE_DBFS = -55.0  # a frame whose RMS is above this is sounding (the synthesiser's noise floor is at -70 dBFS)
 PITCHES = ("high", "low")
@@ -145,9 +144,6 @@ def warm_up_sound_encoder(settings: SoundWarmupSettings, out_dir: str | Path | N
     curve = train_on_fresh_clips(encoder, heads, s, train, evaluation, sound_loss, sound_scores, progress,
                                  desc="sound warm-up")
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        out = save_record(out_dir, curve, s)
         save_beats_checkpoint(encoder, out / "BEATs.pt")
-        (out / "curve.json").write_text(json.dumps(curve, indent=1) + "\n")
-        (out / "settings.json").write_text(json.dumps(asdict(s), indent=1) + "\n")
     return encoder.eval(), curve
