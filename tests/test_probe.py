@@ -85,6 +85,15 @@ def test_usam_probe_command_on_a_tiny_corpus(tmp_path):
     # a second run reads the cache it built; a cache that lacks samples is refused with the reason
     assert main(["probe", "--data", str(data), "--cache", str(tmp_path / "cache"), "--model",
                  "configs/model/tiny.yaml", "--classify", "--ctc-steps", "0", "--out", str(out)]) == 0
+    # several encoders: each classifier reads their summaries side by side; no CTC probe (frame rates differ)
+    assert main(["probe", "--data", str(data), "--cache", str(tmp_path / "cache"), "--encoder", "whisper", "beats",
+                 "--classify", "sound", "--pooling", "meanstd", "--classify-steps", "5", "--ctc-steps", "4",
+                 "--out", str(out)]) == 0
+    joint = json.loads(out.read_text())
+    assert joint["encoder"] == "whisper + beats" and joint["ctc"] is None
+    assert joint["classify"]["sound"]["meanstd"]["curve"] != sound["curve"]
+    assert main(["probe", "--data", str(data), "--cache", str(tmp_path / "cache"), "--encoder", "whisper", "clap",
+                 "--classify", "sound", "--ctc-steps", "0"]) == 2
     lines = (data / "test.jsonl").read_text().splitlines()
     renamed = json.loads(lines[0])
     renamed["key"] = "not-cached"

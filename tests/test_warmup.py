@@ -48,3 +48,27 @@ def test_the_warmed_encoder_loads_as_a_mert_checkpoint(warmed):
     with torch.no_grad():
         a, b = encoder(audio, lengths), loaded(audio, lengths)
     torch.testing.assert_close(a.features[a.mask], b.features[b.mask])
+
+
+def test_other_programs_teach_only_their_family(tmp_path):
+    """With other_programs, a share of the clips is played by General MIDI programs that are neither an
+    instrument's own nor held out: they carry their GM family (program // 8) and no instrument target, and a batch
+    of them alone still gives a finite loss."""
+    import random
+
+    from usam.synth.tools import find_soundfont
+    from usam.warmup.music import FreshMusic, MusicHeads, music_loss
+
+    def stream(share):
+        settings = MusicWarmupSettings(architecture=TINY_MERT, clip_seconds=1.0, instruments=["piano", "flute"],
+                                       tempi=["slow", "fast"], other_programs=share)
+        return FreshMusic(settings, 75.0, [0, 73], find_soundfont(None), tmp_path, others=[33, 105])
+
+    others = stream(1.0).batch(random.Random(0), 4)
+    assert others["instrument"].tolist() == [-100] * 4 and set(others["family"].tolist()) <= {33 // 8, 105 // 8}
+    assert float(others["audio"].abs().max()) > 0.01  # the other programs sound
+    own = stream(0.0).batch(random.Random(0), 4)
+    assert set(own["instrument"].tolist()) <= {0, 1} and set(own["family"].tolist()) <= {0 // 8, 73 // 8}
+    heads = MusicHeads(16, 2, 2, families=True)
+    features, mask = torch.randn(4, 75, 16), torch.ones(4, 75, dtype=torch.bool)
+    assert torch.isfinite(music_loss(heads(features, mask), others, mask))

@@ -22,7 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="configs/model/demo.yaml",
                         help="model YAML: its frozen encoders build a missing cache, its LLM gives the "
                         "tokenizer and input embeddings for the CTC probe")
-    parser.add_argument("--encoder", default="whisper", help="which cached encoder's features to probe")
+    parser.add_argument("--encoder", nargs="+", default=["whisper"],
+                        help="which cached encoders' features to probe; with several, each classifier reads their "
+                        "clip summaries side by side (what the encoders carry together) and the CTC probe is "
+                        "skipped (their frame rates differ)")
     parser.add_argument("--classify", nargs="*", default=["sound", "instrument", "tempo"],
                         help="label families for the classification probe (none: skip it)")
     parser.add_argument("--pooling", nargs="+", choices=("meanstd", "rhythm"), default=["meanstd", "rhythm"],
@@ -93,7 +96,16 @@ def main(args: argparse.Namespace) -> int:
         print(f"usam probe: error: {args.cache} lacks features of {missing} samples per split; remove the folder "
               "to rebuild it for these manifests", file=sys.stderr)
         return 2
-    report: dict = {"encoder": args.encoder, "classify": {}, "ctc": None}
+    import torch
+
+    encoders = list(args.encoder)
+    unknown = [name for name in encoders if name not in features.encoders]
+    if unknown:
+        print(f"usam probe: error: {args.cache} holds no {unknown} features (cached: {features.encoders})",
+              file=sys.stderr)
+        return 2
+    named = " + ".join(encoders)
+    report: dict = {"encoder": named, "classify": {}, "ctc": None}
     for family in args.classify:
         labelled = {name: probe_labels(splits[name], family) for name in ("train", "test", "timbre")}
         if not labelled["train"]:
@@ -101,16 +113,18 @@ def main(args: argparse.Namespace) -> int:
             continue
         for pooling in args.pooling:
             summary, described = POOLINGS[pooling]
-            rows = {name: [(summary(features.get(k, args.encoder)), y) for k, y in pairs]
+            rows = {name: [(torch.cat([summary(features.get(k, enc)) for enc in encoders]), y) for k, y in pairs]
                     for name, pairs in labelled.items()}
             result = classification_probe(rows.pop("train"), rows, steps=args.classify_steps, seed=args.seed)
             report["classify"].setdefault(family, {})[pooling] = result
-            print(f"\nprobe {family}: linear on {described} of {args.encoder} frames, "
+            print(f"\nprobe {family}: linear on {described} of {named} frames, "
                   f"{result['train_size']} training clips, {len(result['labels'])} labels; accuracy % "
                   "(test = in-domain, timbre = held-out timbres)")
             for point in result["curve"]:
                 print("  " + "  ".join(f"{k}={v}" for k, v in point.items()))
-    if args.ctc_steps > 0:
+    if args.ctc_steps > 0 and len(encoders) > 1:
+        print(f"\nprobe ctc: skipped (one encoder at a time; --encoder names {named})")
+    elif args.ctc_steps > 0:
         report["ctc"] = _run_ctc(args, splits, features, ctc_probe)
     out = Path(args.out) if args.out else Path(args.cache) / "probe.json"
     out.write_text(json.dumps(report, indent=2, ensure_ascii=False))
@@ -133,9 +147,9 @@ def _run_ctc(args, splits, features, ctc_probe):
     embeddings = llm.get_input_embeddings().weight.detach().float()
     del llm
     asr = [e for e in splits["train"] if e.task == "asr"][: args.train_limit]
-    train = [(features.get(e.key, args.encoder), tokenizer(e.target, add_special_tokens=False).input_ids)
+    train = [(features.get(e.key, args.encoder[0]), tokenizer(e.target, add_special_tokens=False).input_ids)
              for e in asr]
-    tests = {name: [(features.get(e.key, args.encoder), e.target) for e in splits[name] if e.task == "asr"]
+    tests = {name: [(features.get(e.key, args.encoder[0]), e.target) for e in splits[name] if e.task == "asr"]
              for name in ("test", "general")}
     distinct = len({e.target for e in asr})
     start = time.time()
@@ -144,7 +158,7 @@ def _run_ctc(args, splits, features, ctc_probe):
                        eval_at=tuple(args.ctc_eval), batch_size=args.batch_size, lr=args.lr, vocab=args.ctc_vocab,
                        seed=args.seed)
     result.update(distinct_sentences=distinct, seconds=round(time.time() - start, 1))
-    print(f"\nprobe ctc: {len(train)} training ASR clips ({distinct} distinct sentences), {args.encoder} frames "
+    print(f"\nprobe ctc: {len(train)} training ASR clips ({distinct} distinct sentences), {args.encoder[0]} frames "
           f"stacked by 5, {args.ctc_vocab} vocabulary ({result['vocab_size']} tokens), "
           f"{result['seconds']} s; WER % (test = in-domain, general = unseen voices and sentences)")
     for point in result["curve"]:

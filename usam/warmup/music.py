@@ -13,6 +13,7 @@ the demo's 5 minutes; BEATs on its fbank learns its sound targets in 2.
 """
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,8 @@ from usam.warmup.loop import (WarmupSettings, accuracy, balanced_accuracy, clip_
 
 
 BAND_LIMITED_RATE = 16000
+MELODIC_PROGRAMS = range(112)  # General MIDI's melodic programs; 112-127 are percussive and sound effects
+GM_FAMILIES = len(MELODIC_PROGRAMS) // 8  # piano, chromatic percussion, organ, guitar, bass, strings, ... pipe, ethnic
 
 
 @dataclass
@@ -43,12 +46,17 @@ class MusicWarmupSettings(WarmupSettings):
     # share of the pieces rendered at 16 kHz and resampled to sample_rate (nothing above 8 kHz), so the encoder also
     # knows band-limited music: the synthetic corpus (usam synth) stores its clips at 16 kHz
     band_limited: float = 0.0
+    # share of the clips played by the other melodic GM programs (not the instruments' own, not held out), which
+    # teach only their GM family (program // 8, a target every clip has): many timbres per family, as a music
+    # encoder's pre-training hears, so a program never heard may still sit near its family's
+    other_programs: float = 0.0
 
 
 class MusicHeads(nn.Module):
-    def __init__(self, dim: int, n_instruments: int, n_tempi: int, mel_bins: int = 0):
+    def __init__(self, dim: int, n_instruments: int, n_tempi: int, mel_bins: int = 0, families: bool = False):
         super().__init__()
         self.mel = nn.Linear(dim, mel_bins) if mel_bins else None
+        self.family = nn.Linear(dim, GM_FAMILIES) if families else None
         self.frame = nn.Linear(dim, 12 + 2)  # pitch classes, onset, beat
         self.instrument = nn.Linear(dim, n_instruments)
         # tempo per frame: every frame must carry the clip's tempo (what a frame-wise connector downstream reads),
@@ -61,6 +69,8 @@ class MusicHeads(nn.Module):
                "frame_tempo": frame_tempo, "tempo": clip_mean(frame_tempo, mask)}
         if self.mel is not None:
             out["mel"] = self.mel(features)  # (B, T, mel_bins)
+        if self.family is not None:
+            out["family"] = self.family(clip_mean(features, mask))
         return out
 
 
@@ -85,15 +95,22 @@ class FreshMusic:
     allowed, rendered at `sample_rate`, targets at the encoder's `frame_rate`."""
 
     def __init__(self, settings: MusicWarmupSettings, frame_rate: float, programs: list[int], soundfont: str,
-                 workdir: Path):
-        self.s, self.frame_rate, self.programs = settings, frame_rate, programs
+                 workdir: Path, others: list[int] = ()):
+        self.s, self.frame_rate, self.programs, self.others = settings, frame_rate, programs, list(others)
         self.soundfont, self.workdir = soundfont, workdir
+
+    def _piece(self, rng) -> music.Piece:
+        s = self.s
+        piece = music.sample_piece(rng, {"seconds": (s.clip_seconds, s.clip_seconds)}, min_seconds=s.clip_seconds,
+                                   program=rng.choice(self.programs), tempi=tuple(s.tempi))
+        if self.others and rng.random() < s.other_programs:
+            # the score a label's program would play, played by another program: only its family is a target
+            piece = dataclasses.replace(piece, program=rng.choice(self.others))
+        return piece
 
     def batch(self, rng, size: int) -> dict[str, torch.Tensor]:
         s = self.s
-        pieces = [music.sample_piece(rng, {"seconds": (s.clip_seconds, s.clip_seconds)}, min_seconds=s.clip_seconds,
-                                     program=rng.choice(self.programs),
-                                     tempi=tuple(s.tempi)) for _ in range(size)]
+        pieces = [self._piece(rng) for _ in range(size)]
         rendered = []
         for i in range(0, size, music.MAX_PIECES_PER_CALL):  # one fluidsynth call per chunk, at one rate
             rate = BAND_LIMITED_RATE if rng.random() < s.band_limited else s.sample_rate
@@ -121,7 +138,9 @@ class FreshMusic:
             targets[b, : len(window)] = window
         batch = {"audio": torch.from_numpy(audio), "lengths": torch.full((size,), n, dtype=torch.long),
                  "frames": torch.from_numpy(targets),
-                 "instrument": torch.tensor([s.instruments.index(p.instrument) for p in pieces]),
+                 "instrument": torch.tensor([s.instruments.index(p.instrument) if p.program in self.programs
+                                             else -100 for p in pieces]),
+                 "family": torch.tensor([p.program // 8 for p in pieces]),
                  "tempo": torch.tensor([s.tempi.index(p.tempo) for p in pieces])}
         if s.mel_bins:
             batch["mel"] = log_mel_frames(batch["audio"], s.sample_rate, self.frame_rate, s.mel_bins)
@@ -136,9 +155,11 @@ def _frames(out: dict, batch: dict, mask: torch.Tensor):
 
 def music_loss(out: dict, batch: dict, mask: torch.Tensor) -> torch.Tensor:
     frames, logits, valid = _frames(out, batch, mask)
-    loss = (weighted_frame_bce(logits, frames, valid)
-            + nn.functional.cross_entropy(out["instrument"], batch["instrument"])
-            + frame_cross_entropy(out["frame_tempo"], batch["tempo"], mask))
+    loss = weighted_frame_bce(logits, frames, valid) + frame_cross_entropy(out["frame_tempo"], batch["tempo"], mask)
+    if bool((batch["instrument"] != -100).any()):  # a batch of other programs only has no instrument target
+        loss = loss + nn.functional.cross_entropy(out["instrument"], batch["instrument"], ignore_index=-100)
+    if "family" in out:
+        loss = loss + nn.functional.cross_entropy(out["family"], batch["family"])
     if "mel" in out:
         t = min(out["mel"].shape[1], batch["mel"].shape[1])
         error = (out["mel"][:, :t] - batch["mel"][:, :t]).pow(2).mean(-1)  # (B, t)
@@ -158,6 +179,8 @@ def music_scores(out: dict, batch: dict, mask: torch.Tensor) -> dict[str, float]
               "onset_balanced_accuracy": balanced_accuracy(guess[:, 12], truth[:, 12]),
               "beat_balanced_accuracy": balanced_accuracy(guess[:, 13], truth[:, 13]),
               "pitch_class_f1": float(100 * f1)}
+    if "family" in out:
+        scores["family_accuracy"] = accuracy(out["family"], batch["family"])
     if "mel" in out:  # the reconstruction's share of the log-mel variance left unexplained (%)
         t = min(out["mel"].shape[1], batch["mel"].shape[1])
         target, m = batch["mel"][:, :t][mask[:, :t]], mask[:, :t]
@@ -180,16 +203,18 @@ def warm_up_music_encoder(settings: MusicWarmupSettings, out_dir: str | Path | N
     torch.manual_seed(s.seed)
     encoder = MERTAudioEncoder(MERTSettings(architecture=dict(s.architecture), sample_rate=s.sample_rate,
                                             layer_mix=False), s.sample_rate)
-    heads = MusicHeads(encoder.output_dim, len(s.instruments), len(s.tempi), s.mel_bins)
+    heads = MusicHeads(encoder.output_dim, len(s.instruments), len(s.tempi), s.mel_bins, s.other_programs > 0)
     held = set(s.held_out_programs)
     seen = [p for label in s.instruments for p in music.PROGRAMS[label] if p not in held]
     unseen = [p for label in s.instruments for p in music.PROGRAMS[label] if p in held]
+    others = [p for p in MELODIC_PROGRAMS if p not in held and p not in music.LABEL_OF_PROGRAM] \
+        if s.other_programs > 0 else []
     soundfont = soundfont or find_soundfont(None)
     with tempfile.TemporaryDirectory() as tmp:
         train_dir, eval_dir = Path(tmp) / "train", Path(tmp) / "eval"
         train_dir.mkdir()
         eval_dir.mkdir()
-        train = FreshMusic(s, encoder.frame_rate, seen, soundfont, train_dir)
+        train = FreshMusic(s, encoder.frame_rate, seen, soundfont, train_dir, others)
         evaluation = {"seen": FreshMusic(s, encoder.frame_rate, seen, soundfont, eval_dir)}
         if unseen:
             evaluation["held_out"] = FreshMusic(s, encoder.frame_rate, unseen, soundfont, eval_dir)
