@@ -99,12 +99,19 @@ class QFormerSettings:
     # per-channel gain). 0: the model starts as if the first encoder (Whisper) were alone and learns how much of the
     # others to read; at 1 their untrained share of every token slowed the demo's CTC alignment (docs/demo.md)
     added_stream_scale: float = 1.0
+    # frame_stack only: every token also carries the local tempogram of the frames (usam/rhythm.py: the
+    # autocorrelation of their onset flux) at beat periods up to this many seconds; 0: none. A 0.1-s token holds no
+    # beat, and a linear probe reads tempo from the frames' periodicity, not from their content (docs/demo.md)
+    rhythm_s: float = 0.0
 
     def __post_init__(self):
         if self.query_init not in ("learned", "window_mean"):
             raise ValueError(f"qformer.query_init must be 'learned' or 'window_mean', got {self.query_init!r}")
         if self.kind not in ("qformer", "frame_stack"):
             raise ValueError(f"qformer.kind must be 'qformer' or 'frame_stack', got {self.kind!r}")
+        if self.rhythm_s < 0 or (self.rhythm_s > 0 and self.kind != "frame_stack"):
+            raise ValueError(f"qformer.rhythm_s must be 0 (none) or, with kind 'frame_stack', the longest beat "
+                             f"period in seconds; got {self.rhythm_s} with kind {self.kind!r}")
         if self.kind == "frame_stack" and self.num_queries != 1:
             raise ValueError(f"qformer.num_queries must be 1 with kind 'frame_stack' (one stacked token per window), "
                              f"got {self.num_queries}")
@@ -384,6 +391,10 @@ class USAMConfig(PretrainedConfig):
     @property
     def window_frames(self) -> int:
         return max(1, round(self.qformer.window_s * self.align.rate_hz))
+
+    @property
+    def rhythm_lags(self) -> int:
+        return round(self.qformer.rhythm_s * self.align.rate_hz)
 
     @property
     def stride_frames(self) -> int:

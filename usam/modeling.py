@@ -147,7 +147,8 @@ class USAMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         llm_dim = llm.get_input_embeddings().embedding_dim
         input_dim = sum(enc.output_dim for enc in self.encoders.values())
         self.qformer = build_window_connector(config.qformer, input_dim, config.window_frames, config.stride_frames,
-                                              [enc.output_dim for enc in self.encoders.values()])
+                                              [enc.output_dim for enc in self.encoders.values()],
+                                              config.rhythm_lags)
         self.projector = TaskAwareMoEProjector(config.projector, self.qformer.output_dim, llm_dim)
         self.sacl = SemanticAwareContrastiveLoss(config.loss.sacl, llm_dim) if config.loss.lambda_sac > 0 else None
         # the CTC head: trained by loss.lambda_ctc, and read by posterior-weighted audio tokens (usam/audio_tokens.py)

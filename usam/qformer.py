@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from usam.config import QFormerSettings
+from usam.rhythm import local_tempogram
 
 
 def cut_windows(frames: torch.Tensor, mask: torch.Tensor, window: int, stride: int):
@@ -86,15 +87,17 @@ class FrameStack(nn.Module):
     of the encoders after the first start at scale added_stream_scale."""
 
     def __init__(self, input_dim: int, window_frames: int, stride_frames: int, stream_dims: list[int] | None = None,
-                 added_stream_scale: float = 1.0):
+                 added_stream_scale: float = 1.0, rhythm_lags: int = 0):
         super().__init__()
-        self.window, self.stride = window_frames, stride_frames
-        self.output_dim = window_frames * input_dim
+        self.window, self.stride, self.rhythm_lags = window_frames, stride_frames, rhythm_lags
+        self.output_dim = window_frames * input_dim + rhythm_lags
+        # rhythm_lags > 0: each token also carries the frames' local tempogram (usam.rhythm), layer-normalised
+        self.rhythm_norm = nn.LayerNorm(rhythm_lags) if rhythm_lags else None
         if stream_dims is not None and sum(stream_dims) != input_dim:
             raise ValueError(f"stream widths {stream_dims} do not add up to the input width {input_dim}")
         self.stream_dims = list(stream_dims) if stream_dims and len(stream_dims) > 1 else None
         if self.stream_dims is None:
-            self.norm = nn.LayerNorm(self.output_dim)
+            self.norm = nn.LayerNorm(window_frames * input_dim)
         else:
             self.norms = nn.ModuleList(nn.LayerNorm(window_frames * d) for d in self.stream_dims)
             with torch.no_grad():
@@ -107,17 +110,22 @@ class FrameStack(nn.Module):
         x = x * m[..., None].to(x.dtype)  # padded frames of a partial window count as zeros
         window_ok = m.any(dim=-1)
         if self.stream_dims is None:
-            return self.norm(x.flatten(2)) * window_ok[..., None], window_ok
-        # per encoder: its w frames stacked (B, W, w*D_e) and normalised, then the encoders side by side
-        parts = [norm(part.flatten(2)) for norm, part in zip(self.norms, x.split(self.stream_dims, dim=-1))]
+            parts = [self.norm(x.flatten(2))]
+        else:  # per encoder: its w frames stacked (B, W, w*D_e) and normalised, then the encoders side by side
+            parts = [norm(part.flatten(2)) for norm, part in zip(self.norms, x.split(self.stream_dims, dim=-1))]
+        if self.rhythm_norm is not None:  # the window's mean tempogram (B, W, L): the beat period around it
+            tempo, _ = cut_windows(local_tempogram(frames, mask, self.rhythm_lags), mask, self.window, self.stride)
+            tempo = (tempo * m[..., None]).sum(2) / m.sum(2, keepdim=True).clamp(min=1)
+            parts.append(self.rhythm_norm(tempo.to(parts[0].dtype)))
         return torch.cat(parts, dim=-1) * window_ok[..., None], window_ok
 
 
-def build_window_connector(settings: QFormerSettings, input_dim: int, window_frames: int,
-                           stride_frames: int, stream_dims: list[int] | None = None) -> nn.Module:
+def build_window_connector(settings: QFormerSettings, input_dim: int, window_frames: int, stride_frames: int,
+                           stream_dims: list[int] | None = None, rhythm_lags: int = 0) -> nn.Module:
     """The module between the common time axis and the projector, chosen by qformer.kind. stream_dims: the
-    encoders' widths, which a frame stack with qformer.stream_norm normalises apart."""
+    encoders' widths, which a frame stack with qformer.stream_norm normalises apart; rhythm_lags: the frame stack's
+    tempogram lags (qformer.rhythm_s in frames of the common axis; 0: none)."""
     if settings.kind == "frame_stack":
         return FrameStack(input_dim, window_frames, stride_frames, stream_dims if settings.stream_norm else None,
-                          settings.added_stream_scale)
+                          settings.added_stream_scale, rhythm_lags)
     return WindowQFormer(settings, input_dim, window_frames, stride_frames)
