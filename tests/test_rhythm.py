@@ -54,6 +54,9 @@ def test_every_frame_stack_token_carries_the_tempogram_of_its_window():
     assert middle[0].argmax() == 20 - 1 and middle[1].argmax() == 40 - 1
     without = FrameStack(input_dim=6, window_frames=5, stride_frames=5)
     torch.testing.assert_close(tokens[..., :30], without(frames, mask)[0])  # the stacked frames unchanged
+    # with an encoder's stack normalised apart (stream_norm), the rhythm part comes after every encoder's
+    streams = FrameStack(input_dim=6, window_frames=5, stride_frames=5, stream_dims=[4, 2], rhythm_lags=50)
+    torch.testing.assert_close(streams(frames, mask)[0][..., 30:], rhythm)
 
 
 def test_rhythm_s_needs_the_frame_stack_and_sets_the_lags_from_the_frame_rate():
