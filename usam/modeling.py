@@ -28,7 +28,7 @@ from usam.llm import add_audio_token, load_llm, load_tokenizer
 from usam.precision import run_in
 from usam.projector import TaskAwareMoEProjector
 from usam.qformer import build_window_connector
-from usam.ragged import drop_unattended, length_groups, pack_rows, row_mask
+from usam.ragged import drop_unattended, length_groups, masked_mean, pack_rows, row_mask
 from usam.sacl import SemanticAwareContrastiveLoss
 
 WEIGHTS_NAME = "usam_weights.safetensors"
@@ -283,8 +283,7 @@ class USAMForConditionalGeneration(PreTrainedModel, GenerationMixin):
     def _pooled_instruction(self, embeds: torch.Tensor, instruction_mask: torch.Tensor | None) -> torch.Tensor:
         if instruction_mask is None:
             return embeds.new_zeros(embeds.shape[0], embeds.shape[-1])
-        m = instruction_mask.to(embeds.dtype)[..., None]
-        return (embeds * m).sum(1) / m.sum(1).clamp(min=1)
+        return masked_mean(embeds, instruction_mask)
 
     def _vocabulary_embeddings(self) -> torch.Tensor:
         """(V, D) the LLM's input embeddings. A plain nn.Embedding whose weight ZeRO-3 does not manage gives its
@@ -531,8 +530,7 @@ class USAMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         audio_norm = tokens[mask].norm(dim=-1).mean()
         text = embeds.detach().float()[answer_mask.bool()]
         ratio = audio_norm / text.norm(dim=-1).mean() if text.shape[0] else audio_norm.new_tensor(float("nan"))
-        means = nn.functional.normalize((tokens * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1),
-                                        dim=-1)[mask.any(1)]
+        means = nn.functional.normalize(masked_mean(tokens, mask), dim=-1)[mask.any(1)]
         n = means.shape[0]
         if n < 2:
             return ratio, audio_norm.new_tensor(float("nan"))

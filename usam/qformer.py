@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from usam.config import QFormerSettings
+from usam.ragged import masked_mean
 from usam.rhythm import local_tempogram
 
 
@@ -115,8 +116,7 @@ class FrameStack(nn.Module):
             parts = [norm(part.flatten(2)) for norm, part in zip(self.norms, x.split(self.stream_dims, dim=-1))]
         if self.rhythm_norm is not None:  # the window's mean tempogram (B, W, L): the beat period around it
             tempo, _ = cut_windows(local_tempogram(frames, mask, self.rhythm_lags), mask, self.window, self.stride)
-            tempo = (tempo * m[..., None]).sum(2) / m.sum(2, keepdim=True).clamp(min=1)
-            parts.append(self.rhythm_norm(tempo.to(parts[0].dtype)))
+            parts.append(self.rhythm_norm(masked_mean(tempo, m, dim=2).to(parts[0].dtype)))
         return torch.cat(parts, dim=-1) * window_ok[..., None], window_ok
 
 

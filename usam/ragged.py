@@ -35,6 +35,13 @@ def pack_rows(values: torch.Tensor, mask: torch.Tensor, owner: torch.Tensor, n_r
     return out, torch.tensor(lengths, device=values.device)
 
 
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """The mean over dimension `dim` of the entries mask marks valid: x (..., D) with mask x's shape without D,
+    e.g. x (B, T, D), mask (B, T) -> (B, D). A row with no valid entry gives zeros."""
+    count = mask.sum(dim).unsqueeze(-1).clamp(min=1)  # an integer count: exact whatever x's dtype
+    return (x * mask[..., None].to(x.dtype)).sum(dim) / count
+
+
 def row_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
     """(B,) lengths -> (B, width) bool, True on each row's first lengths[b] positions."""
     return torch.arange(width, device=lengths.device)[None] < lengths[:, None]

@@ -11,6 +11,7 @@ from torch import nn
 
 from usam.config import SACLSettings
 from usam.precision import run_in
+from usam.ragged import masked_mean
 
 EPS = 1e-6
 
@@ -21,11 +22,6 @@ def _masked_minmax(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     lo = torch.where(mask, x, torch.full_like(x, big)).amin(dim=1, keepdim=True)
     hi = torch.where(mask, x, torch.full_like(x, -big)).amax(dim=1, keepdim=True)
     return (x - lo) / (hi - lo + EPS) * mask
-
-
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """x (B, N, D), mask (B, N) -> (B, D)."""
-    return (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
 
 
 class SemanticAwareContrastiveLoss(nn.Module):
@@ -40,8 +36,8 @@ class SemanticAwareContrastiveLoss(nn.Module):
                      text_mask: torch.Tensor) -> torch.Tensor:
         """s_i = (1-beta) sigmoid(MLP(a_i)) + beta * 0.5 * (rel_i + sal_i), per sample over valid tokens."""
         a = nn.functional.normalize(audio, dim=-1)
-        rel = torch.einsum("bnd,bd->bn", a, nn.functional.normalize(_masked_mean(nn.functional.normalize(text, dim=-1), text_mask), dim=-1))
-        sal = torch.einsum("bnd,bd->bn", a, nn.functional.normalize(_masked_mean(a, audio_mask), dim=-1))
+        rel = torch.einsum("bnd,bd->bn", a, nn.functional.normalize(masked_mean(nn.functional.normalize(text, dim=-1), text_mask), dim=-1))
+        sal = torch.einsum("bnd,bd->bn", a, nn.functional.normalize(masked_mean(a, audio_mask), dim=-1))
         # the heads run in their own dtype (bf16 under DeepSpeed); the scores and all sums below are fp32
         learned = torch.sigmoid(run_in(self.score_mlp, audio).float().squeeze(-1))
         beta = self.s.beta

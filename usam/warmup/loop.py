@@ -120,12 +120,6 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float(100 * (logits.argmax(-1)[valid] == labels[valid]).float().mean()) if bool(valid.any()) else 0.0
 
 
-def clip_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """x (B, T, C), mask (B, T) -> (B, C): the mean over each clip's valid frames."""
-    m = mask[..., None].to(x.dtype)
-    return (x * m).sum(1) / m.sum(1).clamp(min=1)
-
-
 def save_record(out_dir: str | Path, curve: list[dict], settings: WarmupSettings) -> Path:
     """The warm-up's record beside its encoder: curve.json (the scores against steps and minutes) and
     settings.json -> the folder."""

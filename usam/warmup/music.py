@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from usam.synth import music
-from usam.warmup.loop import (WarmupSettings, accuracy, balanced_accuracy, clip_mean, frame_cross_entropy,
+from usam.ragged import masked_mean
+from usam.warmup.loop import (WarmupSettings, accuracy, balanced_accuracy, frame_cross_entropy,
                               save_record, train_on_fresh_clips, weighted_frame_bce)
 
 
@@ -65,12 +66,12 @@ class MusicHeads(nn.Module):
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         frame_tempo = self.tempo(features)  # (B, T, tempi)
-        out = {"frame": self.frame(features), "instrument": self.instrument(clip_mean(features, mask)),
-               "frame_tempo": frame_tempo, "tempo": clip_mean(frame_tempo, mask)}
+        out = {"frame": self.frame(features), "instrument": self.instrument(masked_mean(features, mask)),
+               "frame_tempo": frame_tempo, "tempo": masked_mean(frame_tempo, mask)}
         if self.mel is not None:
             out["mel"] = self.mel(features)  # (B, T, mel_bins)
         if self.family is not None:
-            out["family"] = self.family(clip_mean(features, mask))
+            out["family"] = self.family(masked_mean(features, mask))
         return out
 
 

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from usam.synth import sounds
-from usam.warmup.loop import (WarmupSettings, accuracy, balanced_accuracy, clip_mean, frame_cross_entropy,
+from usam.ragged import masked_mean
+from usam.warmup.loop import (WarmupSettings, accuracy, balanced_accuracy, frame_cross_entropy,
                               save_record, train_on_fresh_clips, weighted_frame_bce)
 
 ACTIVE_DBFS = -55.0  # a frame whose RMS is above this is sounding (the synthesiser's noise floor is at -70 dBFS)
@@ -45,7 +46,7 @@ class SoundHeads(nn.Module):
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         frame = self.frame(features)
         return {"frame_class": frame[..., :-2], "events": frame[..., -2:],
-                "cls": clip_mean(frame[..., :-2], mask), "pitch": self.pitch(clip_mean(features, mask))}
+                "cls": masked_mean(frame[..., :-2], mask), "pitch": self.pitch(masked_mean(features, mask))}
 
 
 class FreshSounds:
